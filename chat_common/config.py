@@ -1,0 +1,69 @@
+"""Every default of the chat in one place.
+
+Both variants (tcp_chat and udp_chat), the tests, the benchmarks and the
+notebooks import these values; nothing else hard-codes them.  Command-line
+flags of the servers and clients override them per run.
+"""
+
+# --- Addresses -------------------------------------------------------------
+HOST = "127.0.0.1"
+"""Default address: loopback, so a student's chat is not reachable from the
+network by accident.  Use ``--host 0.0.0.0`` to accept other machines."""
+
+TCP_PORT = 5050
+"""Default port of the TCP server."""
+
+UDP_PORT = 5051
+"""Default port of the UDP server (a different port, so both run at once)."""
+
+# --- Text and framing ------------------------------------------------------
+ENCODING = "utf-8"
+"""Encoding of every line on the wire, both directions."""
+
+MAX_MESSAGE_BYTES = 4096
+"""Longest accepted message in bytes, counted without the line ending.
+
+TCP: a longer line is discarded up to the next newline.  UDP: a longer
+datagram is refused.  Either way the sender gets an error line."""
+
+MAX_NAME_CHARS = 32
+"""Longest user name in characters (not bytes)."""
+
+# --- TCP server limits -----------------------------------------------------
+NAME_TIMEOUT = 60.0
+"""Seconds a new TCP connection has to give a valid name before it is closed."""
+
+SEND_QUEUE_LIMIT = 1000
+"""Lines that may wait in one member's outgoing queue.
+
+A member whose queue grows past this is a reader too slow to keep up
+(or one that stopped reading); it is disconnected so that nobody else waits."""
+
+MAX_CLIENTS = 1000
+"""Most open TCP connections at once, named or not."""
+
+BACKLOG = 128
+"""Backlog of the listening socket: connections the kernel may hold before
+``accept()`` takes them."""
+
+SHUTDOWN_FLUSH_TIMEOUT = 2.0
+"""Seconds the server gives queued lines to reach members when it stops."""
+
+# --- UDP liveness ----------------------------------------------------------
+HEARTBEAT_INTERVAL = 5.0
+"""Seconds between two ``/ping`` heartbeats of a UDP client."""
+
+CLIENT_TIMEOUT = 15.0
+"""Seconds of silence after which the UDP server removes a member
+(three missed heartbeats)."""
+
+JOIN_TIMEOUT = 3.0
+"""Seconds a UDP client waits for the answer to ``/join``."""
+
+MAX_ERROR_DATAGRAM_BYTES = 512
+"""Largest error datagram the UDP server sends to an address that has not
+joined, so that a spoofed sender cannot use the server as an amplifier."""
+
+# --- Clients ---------------------------------------------------------------
+CLOSE_WAIT_TIMEOUT = 5.0
+"""Seconds a client waits for the server to answer ``/quit`` before leaving."""

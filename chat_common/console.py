@@ -1,0 +1,107 @@
+"""The terminal side of both chat clients (TCP and UDP).
+
+This is the only shared module that does I/O, and only on the terminal:
+the main thread reads what the user types and hands it to a client object;
+the client's receiver thread calls :meth:`Console.show` for every incoming
+line.  A client object needs ``send(text)``, ``close()`` and a
+``threading.Event`` named ``closed``; both ``tcp_chat.client.ChatClient``
+and ``udp_chat.client.ChatClient`` have them.
+"""
+
+import os
+import signal
+import sys
+import threading
+
+LOST_NOTICE = "*** Соединение с сервером потеряно"
+
+
+def _load_readline():
+    # readline only matters in a terminal; importing it for a pipe could
+    # write terminal control codes into the output.  Windows has none.
+    if not sys.stdin.isatty():
+        return None
+    try:
+        import readline
+    except ImportError:
+        return None
+    return readline
+
+
+class Console:
+    """Shows incoming lines without garbling what the user is typing.
+
+    In a terminal with GNU readline, an incoming line is printed above the
+    input line and the half-typed text is drawn again after it.  Elsewhere
+    (pipes, Windows) lines are simply printed.
+    """
+
+    def __init__(self):
+        self._readline = _load_readline()
+        self.prompt = "> " if self._readline else ""
+        self._output = threading.Lock()  # one line at a time on the screen
+        self._quitting = False
+        self.lost = False
+
+    def show(self, line):
+        """Print one incoming line (``str``); safe to call from any thread."""
+        with self._output:
+            if self._readline:
+                typed = self._readline.get_line_buffer()
+                # \r and "erase line" remove the input line, then draw it again.
+                sys.stdout.write(f"\r\x1b[K{line}\n{self.prompt}{typed}")
+            else:
+                sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+    def connection_closed(self):
+        """Called by the receiver thread when the server side is gone."""
+        if self._quitting:
+            return  # the answer to our own /quit: nothing is lost
+        self.lost = True
+        self.show(LOST_NOTICE)
+        _interrupt_main_thread()
+
+    def run(self, client):
+        """Send typed lines until ``/quit``, EOF or Ctrl+C; return the exit code.
+
+        Must run in the main thread.  Exit code 0 after the user's ``/quit``,
+        end of input or Ctrl+C; 1 if the connection was lost first.
+        """
+        try:
+            self._send_typed_lines(client)
+        except KeyboardInterrupt:
+            pass  # Ctrl+C, or the receiver thread telling us the server is gone
+        except OSError:
+            self.lost = True
+        # From here on, a late wake-up from the receiver thread must not
+        # interrupt the goodbye with a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        self._quitting = True
+        client.close()
+        return 1 if self.lost else 0
+
+    def _send_typed_lines(self, client):
+        while not client.closed.is_set():
+            try:
+                text = input(self.prompt)
+            except EOFError:
+                return  # end of piped input, or Ctrl+D: leave politely
+            if text.strip().lower() == "/quit":
+                return  # client.close() says /quit and waits for the answer
+            client.send(text)
+
+
+def _interrupt_main_thread():
+    """Wake the main thread blocked in ``input()``.
+
+    A blocking read of the terminal cannot be cancelled from another thread.
+    On POSIX a SIGINT sent to the main thread makes ``input()`` raise
+    KeyboardInterrupt, as Ctrl+C would, and readline restores the terminal.
+    Windows has no such signal for one thread, so the process ends here.
+    """
+    if hasattr(signal, "pthread_kill"):
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+    else:
+        sys.stdout.flush()
+        os._exit(1)

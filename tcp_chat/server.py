@@ -1,0 +1,480 @@
+"""Multi-user TCP chat server: one listening socket and threads.
+
+Threads of a running server:
+
+* the *accept thread* waits in ``accept()`` and starts two threads for every
+  new connection;
+* the connection's *receiver thread* reads bytes, cuts them into lines
+  (:class:`~chat_common.protocol.LineFramer`) and applies the chat rules
+  (:class:`~chat_common.protocol.ChatRoom`) under one lock;
+* the connection's *sender thread* writes what the rules queued for it.
+
+Broadcasting only puts bytes into each member's bounded :class:`Outbox`; it
+never waits on a socket.  So a member who reads slowly (or not at all) delays
+nobody: his own sender thread waits for him, his outbox fills up, and he is
+disconnected.
+
+Run: ``python -m tcp_chat.server --port 5050``; stop with Ctrl+C.
+"""
+
+import argparse
+import logging
+import signal
+import socket
+import sys
+import threading
+import time
+
+from chat_common import config
+from chat_common import protocol
+
+log = logging.getLogger("tcp_chat.server")
+
+RECV_BYTES = 65536
+"""Bytes asked of one ``recv()``: a lot, so a busy sender costs few calls."""
+
+ACCEPT_POLL_INTERVAL = 0.2
+"""Seconds ``accept()`` waits before the accept thread checks for stop()."""
+
+
+class Outbox:
+    """Bounded queue of bytes waiting to be sent to one connection.
+
+    The receiving threads of all members :meth:`put` into it; the
+    connection's own sender thread :meth:`take_all`.  Taking *everything*
+    queued at once turns a burst of lines into one ``sendall()``.
+
+    ``limit``: most lines that may wait (int); see ``config.SEND_QUEUE_LIMIT``.
+    """
+
+    def __init__(self, limit):
+        self.limit = limit
+        self._chunks = []
+        self._lines = 0
+        self._closed = False
+        self._changed = threading.Condition()
+
+    def put(self, data, lines=1):
+        """Queue ``data`` (bytes holding ``lines`` whole lines) without blocking.
+
+        Returns False if the queue would hold more than ``limit`` lines: the
+        reader is too slow, the outbox closes itself and the caller must drop
+        the connection.  Data put after :meth:`close` is ignored (True).
+        """
+        with self._changed:
+            if self._closed:
+                return True
+            if self._lines + lines > self.limit:
+                self._closed = True
+                self._chunks.clear()
+                self._changed.notify()
+                return False
+            self._chunks.append(data)
+            self._lines += lines
+            self._changed.notify()
+            return True
+
+    def take_all(self):
+        """Wait for queued data and return all of it as one ``bytes``.
+
+        Returns ``None`` once the outbox is closed and empty.
+        """
+        with self._changed:
+            while not self._chunks and not self._closed:
+                self._changed.wait()
+            if not self._chunks:
+                return None
+            data = b"".join(self._chunks)
+            self._chunks.clear()
+            self._lines = 0
+            return data
+
+    def close(self):
+        """Accept no more data; the sender still sends what is queued."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
+
+
+class Connection:
+    """One client connection: its socket, outbox, framer and two threads.
+
+    The receiver thread owns the connection's life: when it ends (EOF,
+    error, ``/quit``, name timeout or server stop) it removes the member,
+    lets the sender flush, and closes the socket.
+    """
+
+    def __init__(self, server, sock, address):
+        self.server = server
+        self.sock = sock
+        self.address = address
+        self.outbox = Outbox(server.send_queue_limit)
+        self.framer = protocol.LineFramer(server.max_message_bytes)
+        self.drop_reason = None  # set by whoever aborts the connection
+        self.name = None  # set on joining, for the log
+        label = f"{address[0]}:{address[1]}"
+        self.label = label
+        self.receiver = threading.Thread(
+            target=self._receive_loop, name=f"recv {label}", daemon=True
+        )
+        self.sender = threading.Thread(target=self._send_loop, name=f"send {label}", daemon=True)
+
+    def start(self):
+        """Start the sender and receiver threads."""
+        self.sender.start()
+        self.receiver.start()
+
+    def abort(self, reason=None):
+        """Break the connection from any thread; its receiver will clean up.
+
+        ``shutdown()`` wakes both threads of this connection: a blocked
+        ``recv()`` returns EOF and a blocked ``sendall()`` fails.
+        """
+        if reason and self.drop_reason is None:
+            self.drop_reason = reason
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed or never fully connected
+
+    # Receiver thread -------------------------------------------------------
+    def _receive_loop(self):
+        cause = "соединение закрыто клиентом"
+        try:
+            cause = self._read_until_closed() or self.drop_reason or cause
+        except TimeoutError:
+            cause = "не назвал имя вовремя"
+            self.outbox.put(protocol.encode_line(protocol.error_line(
+                f"Время на выбор имени истекло ({self.server.name_timeout:g} с)"
+            )))
+        except OSError as error:
+            cause = f"ошибка соединения: {error}"
+        finally:
+            self.server._drop(self, self.drop_reason)
+            self._close(cause)
+
+    def _read_until_closed(self):
+        """Read and apply lines until EOF; return a cause string or None."""
+        deadline = time.monotonic() + self.server.name_timeout
+        joined = False
+        while True:
+            if not joined:
+                joined = self.server._is_member(self)
+                if joined:
+                    self.sock.settimeout(None)
+                else:
+                    # Waiting for a name is bounded; chatting is not.
+                    self.sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            data = self.sock.recv(RECV_BYTES)
+            if not data:
+                return None
+            events = self.framer.feed(data)
+            if events and self.server._process(self, events):
+                return "вышел командой /quit"
+
+    def _close(self, cause):
+        self.outbox.close()
+        self.sender.join(self.server.flush_timeout)
+        self.abort()
+        self.sock.close()
+        self.server._forget(self, cause)
+
+    # Sender thread ---------------------------------------------------------
+    def _send_loop(self):
+        while True:
+            data = self.outbox.take_all()
+            if data is None:
+                return
+            try:
+                self.sock.sendall(data)
+            except OSError:
+                self.abort()  # the receiver thread notices and cleans up
+                return
+
+
+class ChatServer:
+    """Threaded TCP chat server (see the module docstring).
+
+    ``host``: address to bind (str); ``port``: TCP port, 0 for any free one.
+    Keyword limits default to :mod:`chat_common.config`:
+    ``max_clients`` (open connections), ``name_timeout`` (seconds),
+    ``send_queue_limit`` (lines per member), ``max_message_bytes`` (bytes),
+    ``flush_timeout`` (seconds given to queued lines at stop),
+    ``backlog`` (connections the kernel holds before ``accept()``).
+
+    The socket is bound in the constructor (``OSError`` if the address is
+    taken), so :attr:`address` is known at once: a ``(host, port)`` tuple.
+    Use it as a context manager, or call :meth:`start` and :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        host=config.HOST,
+        port=config.TCP_PORT,
+        *,
+        max_clients=config.MAX_CLIENTS,
+        name_timeout=config.NAME_TIMEOUT,
+        send_queue_limit=config.SEND_QUEUE_LIMIT,
+        max_message_bytes=config.MAX_MESSAGE_BYTES,
+        flush_timeout=config.SHUTDOWN_FLUSH_TIMEOUT,
+        backlog=config.BACKLOG,
+    ):
+        self.max_clients = max_clients
+        self.name_timeout = name_timeout
+        self.send_queue_limit = send_queue_limit
+        self.max_message_bytes = max_message_bytes
+        self.flush_timeout = flush_timeout
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        # create_server sets SO_REUSEADDR (not on Windows, where it would let
+        # another program steal the port), so a restart can bind at once.
+        self._listener = socket.create_server((host, port), family=family, backlog=backlog)
+        self._listener.settimeout(ACCEPT_POLL_INTERVAL)
+        self.address = self._listener.getsockname()[:2]
+        self._room = protocol.ChatRoom()
+        self._connections = set()
+        self._lock = threading.Lock()  # guards _room and _connections
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._accept_thread = threading.Thread(target=self._accept_loop, name="accept", daemon=True)
+
+    # Life cycle -----------------------------------------------------------
+    def start(self):
+        """Start the accept thread; returns at once."""
+        log.info("Сервер TCP слушает %s:%s", *self.address)
+        self._accept_thread.start()
+
+    def wait(self):
+        """Block until :meth:`stop` has finished.
+
+        Waits in short steps so that Ctrl+C reaches the main thread on
+        Windows too, where an endless wait cannot be interrupted.
+        """
+        while not self._stopped.wait(0.5):
+            pass
+
+    def stop(self):
+        """Tell every member, flush their queues (bounded), close, join threads.
+
+        Safe to call more than once and from any thread.
+        """
+        if self._stopping.is_set():
+            self._stopped.wait()
+            return
+        self._stopping.set()
+        if self._accept_thread.is_alive():
+            self._accept_thread.join()
+        self._listener.close()
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            conn.outbox.put(protocol.encode_line(protocol.SHUTDOWN_NOTICE))
+            conn.outbox.close()
+        deadline = time.monotonic() + self.flush_timeout
+        for conn in connections:
+            conn.sender.join(max(deadline - time.monotonic(), 0))
+        for conn in connections:
+            conn.abort("сервер остановлен")
+        for conn in connections:
+            conn.receiver.join()
+        log.info("Сервер остановлен")
+        self._stopped.set()
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+    @property
+    def member_count(self):
+        """Members who have joined (int)."""
+        with self._lock:
+            return len(self._room)
+
+    # Accept thread --------------------------------------------------------
+    def _accept_loop(self):
+        while not self._stopping.is_set():
+            try:
+                sock, address = self._listener.accept()
+            except TimeoutError:
+                continue  # a chance to notice stop()
+            except OSError as error:
+                # For example EMFILE (out of file descriptors): wait a little
+                # instead of spinning, and keep serving those who are in.
+                log.warning("accept() не удался: %s", error)
+                self._stopping.wait(ACCEPT_POLL_INTERVAL)
+                continue
+            self._open(sock, address)
+
+    def _open(self, sock, address):
+        # Writes are already batched per member, so Nagle's algorithm would
+        # only add delay (about 40 ms with delayed ACKs).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self._lock:
+            full = len(self._connections) >= self.max_clients
+            if not full:
+                conn = Connection(self, sock, address)
+                self._connections.add(conn)
+        if full:
+            self._refuse(sock, address)
+            return
+        log.info("Подключение %s:%s", *address[:2])
+        conn.outbox.put(protocol.encode_line(protocol.NAME_PROMPT))
+        conn.start()
+
+    def _refuse(self, sock, address):
+        log.warning("Отказ %s:%s: сервер переполнен", *address[:2])
+        line = protocol.error_line(
+            f"Сервер переполнен ({self.max_clients} подключений), попробуйте позже"
+        )
+        try:
+            sock.settimeout(1.0)
+            sock.sendall(protocol.encode_line(line))
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.close()
+
+    # Called by connection threads ---------------------------------------------
+    def _is_member(self, conn):
+        with self._lock:
+            return conn in self._room
+
+    def _process(self, conn, events):
+        """Apply framer events of ``conn``; queue what they cause.
+
+        Returns True if the connection must close (``/quit``).  Everything
+        happens under the lock, so all members get lines in one order.
+        """
+        outgoing = {}  # conn -> list of encoded lines, to put as one chunk
+        close = False
+        with self._lock:
+            for event in events:
+                outcome = self._apply(conn, event)
+                for delivery in outcome.deliveries:
+                    data = protocol.encode_line(delivery.line)
+                    for target in self._room.recipients(delivery):
+                        outgoing.setdefault(target, []).append(data)
+                if outcome.close:
+                    close = True
+                    break
+            for target, lines in outgoing.items():
+                if not target.outbox.put(b"".join(lines), len(lines)):
+                    target.abort(protocol.SLOW_READER_REASON)
+        return close
+
+    def _apply(self, conn, event):
+        """One framer event → :class:`~chat_common.protocol.Outcome`."""
+        def reply(line):
+            return protocol.Outcome([protocol.Delivery(line, to=(conn,))])
+
+        if event is protocol.LINE_TOO_LONG:
+            return reply(protocol.error_line(protocol.too_long_text(self.max_message_bytes)))
+        try:
+            text = protocol.decode_message(event, self.max_message_bytes)
+        except protocol.MessageRefused as error:
+            return reply(protocol.error_line(str(error)))
+        if conn in self._room:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s: %s", self._room.name_of(conn), text)
+            return self._room.handle(conn, text)
+        try:
+            deliveries = self._room.join(conn, text)
+        except protocol.NameRefused as error:
+            return protocol.Outcome([
+                protocol.Delivery(protocol.error_line(str(error)), to=(conn,)),
+                protocol.Delivery(protocol.NAME_PROMPT, to=(conn,)),
+            ])
+        conn.name = self._room.name_of(conn)
+        log.info("%s вошёл в чат (%s)", conn.name, conn.label)
+        return protocol.Outcome(deliveries)
+
+    def _drop(self, conn, reason=None):
+        """Remove ``conn`` from the room (if joined) and tell the others once."""
+        with self._lock:
+            if conn not in self._room:
+                return
+            for delivery in self._room.leave(conn, reason):
+                data = protocol.encode_line(delivery.line)
+                for target in self._room.recipients(delivery):
+                    if not target.outbox.put(data):
+                        target.abort(protocol.SLOW_READER_REASON)
+
+    def _forget(self, conn, cause):
+        with self._lock:
+            self._connections.discard(conn)
+        who = f"{conn.name} ({conn.label})" if conn.name else conn.label
+        log.info("Отключение %s: %s", who, cause)
+
+
+# --- Command line ----------------------------------------------------------
+def build_parser():
+    """The argument parser of ``python -m tcp_chat.server`` (help in Russian)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tcp_chat.server",
+        description="Многопользовательский чат: сервер TCP. Остановка — Ctrl+C.",
+    )
+    parser.add_argument("--host", default=config.HOST,
+                        help=f"адрес, на котором слушать (по умолчанию {config.HOST}; "
+                             "0.0.0.0 — все сетевые интерфейсы)")
+    parser.add_argument("--port", type=int, default=config.TCP_PORT,
+                        help=f"порт TCP (по умолчанию {config.TCP_PORT}; 0 — любой свободный)")
+    parser.add_argument("--max-clients", type=int, default=config.MAX_CLIENTS, metavar="N",
+                        help=f"наибольшее число подключений (по умолчанию {config.MAX_CLIENTS})")
+    parser.add_argument("--name-timeout", type=float, default=config.NAME_TIMEOUT,
+                        metavar="СЕКУНДЫ",
+                        help=f"сколько секунд ждать имя нового клиента "
+                             f"(по умолчанию {config.NAME_TIMEOUT:g})")
+    parser.add_argument("--send-queue-limit", type=int, default=config.SEND_QUEUE_LIMIT,
+                        metavar="СТРОКИ",
+                        help=f"сколько строк может ждать отправки одному клиенту, прежде чем "
+                             f"его отключат как не успевающего (по умолчанию {config.SEND_QUEUE_LIMIT})")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="подробный журнал, включая текст сообщений")
+    return parser
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def setup_logging(verbose):
+    """Log to stderr with timestamps; DEBUG (message texts) with ``verbose``."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv=None):
+    """Run the server until SIGINT or SIGTERM; return the exit code."""
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        server = ChatServer(
+            args.host, args.port,
+            max_clients=args.max_clients,
+            name_timeout=args.name_timeout,
+            send_queue_limit=args.send_queue_limit,
+        )
+    except OSError as error:
+        print(f"Не удалось открыть порт {args.host}:{args.port}: {error}", file=sys.stderr)
+        return 1
+    # SIGTERM (kill, service managers) stops the server like Ctrl+C does.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    server.start()
+    try:
+        server.wait()
+    except KeyboardInterrupt:
+        log.info("Получен сигнал остановки")
+    finally:
+        # A second Ctrl+C must not break the orderly stop with a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
