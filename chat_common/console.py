@@ -1,13 +1,19 @@
-"""The terminal side of both chat clients (TCP and UDP).
+"""The terminal side of both variants (TCP and UDP): client console, server run.
 
-This is the only shared module that does I/O, and only on the terminal:
-the main thread reads what the user types and hands it to a client object;
-the client's receiver thread calls :meth:`Console.show` for every incoming
-line.  A client object needs ``send(text)``, ``close()`` and a
-``threading.Event`` named ``closed``; both ``tcp_chat.client.ChatClient``
-and ``udp_chat.client.ChatClient`` have them.
+This is the only shared module that does I/O, and only on the terminal and
+the process:
+
+* :class:`Console`: the client's main thread reads what the user types and
+  hands it to a client object; the client's receiver thread calls
+  :meth:`Console.show` for every incoming line.  A client object needs
+  ``send(text)``, ``close()`` and a ``threading.Event`` named ``closed``;
+  both ``tcp_chat.client.ChatClient`` and ``udp_chat.client.ChatClient``
+  have them.
+* :func:`setup_logging` and :func:`serve_until_signal`: how both server
+  programs log and stop.
 """
 
+import logging
 import os
 import signal
 import sys
@@ -105,3 +111,36 @@ def _interrupt_main_thread():
     else:
         sys.stdout.flush()
         os._exit(1)
+
+
+def setup_logging(verbose):
+    """Log to stderr with timestamps; DEBUG level (message texts) if ``verbose``."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def serve_until_signal(server, log):
+    """Run ``server`` until Ctrl+C (SIGINT) or SIGTERM, then stop it; return 0.
+
+    ``server`` needs ``start()``, ``wait()`` and ``stop()``; ``log`` is the
+    server's ``logging.Logger``.  Must run in the main thread.
+    """
+    # SIGTERM (kill, service managers) stops the server as Ctrl+C does.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    server.start()
+    try:
+        server.wait()
+    except KeyboardInterrupt:
+        log.info("Получен сигнал остановки")
+    finally:
+        # A second Ctrl+C must not break the orderly stop with a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        server.stop()
+    return 0

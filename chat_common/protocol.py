@@ -66,7 +66,11 @@ HELP_TEXT = notice_line(
     "Команды: /users — кто в чате; /msg ИМЯ ТЕКСТ — личное сообщение; "
     "/quit — выйти; /help — эта справка. Любой другой текст получат все."
 )
+GOODBYE_PREFIX = NOTICE_PREFIX + "До свидания"
 SLOW_READER_REASON = "не успевает получать сообщения"
+SILENT_REASON = "нет связи (не приходят сигналы присутствия)"
+JOIN_FIRST = error_line("Сначала войдите в чат: /join ИМЯ")
+"""UDP only: the answer to anything from an address that has not joined."""
 
 
 class ProtocolError(ValueError):
@@ -355,7 +359,7 @@ class ChatRoom:
         if word == "/msg":
             return self._private(key, rest)
         if word == "/quit":
-            goodbye = Delivery(notice_line(f"До свидания, {self._names[key]}!"), to=(key,))
+            goodbye = Delivery(f"{GOODBYE_PREFIX}, {self._names[key]}!", to=(key,))
             return Outcome([goodbye] + self.leave(key), close=True)
         return self._reply(key, error_line(f"Неизвестная команда {word}. Список команд: /help"))
 

@@ -19,7 +19,6 @@ Run: ``python -m tcp_chat.server --port 5050``; stop with Ctrl+C.
 
 import argparse
 import logging
-import signal
 import socket
 import sys
 import threading
@@ -27,6 +26,7 @@ import time
 
 from chat_common import config
 from chat_common import protocol
+from chat_common.console import serve_until_signal, setup_logging
 
 log = logging.getLogger("tcp_chat.server")
 
@@ -435,19 +435,6 @@ def build_parser():
     return parser
 
 
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
-def setup_logging(verbose):
-    """Log to stderr with timestamps; DEBUG (message texts) with ``verbose``."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
-
-
 def main(argv=None):
     """Run the server until SIGINT or SIGTERM; return the exit code."""
     args = build_parser().parse_args(argv)
@@ -462,18 +449,7 @@ def main(argv=None):
     except OSError as error:
         print(f"Не удалось открыть порт {args.host}:{args.port}: {error}", file=sys.stderr)
         return 1
-    # SIGTERM (kill, service managers) stops the server like Ctrl+C does.
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    server.start()
-    try:
-        server.wait()
-    except KeyboardInterrupt:
-        log.info("Получен сигнал остановки")
-    finally:
-        # A second Ctrl+C must not break the orderly stop with a traceback.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        server.stop()
-    return 0
+    return serve_until_signal(server, log)
 
 
 if __name__ == "__main__":
