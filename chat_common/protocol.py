@@ -315,7 +315,7 @@ class ChatRoom:
         )
         return [
             Delivery(welcome, to=(key,)),
-            Delivery(notice_line(f"{name} вошёл в чат"), exclude=key),
+            Delivery(notice_line(f"{name} входит в чат"), exclude=key),
         ]
 
     def leave(self, key, reason=None):
@@ -329,10 +329,11 @@ class ChatRoom:
         if name is None:
             return []
         del self._keys[name.casefold()]
+        # Present tense: Russian past tense would need the member's gender.
         if reason:
-            text = f"{name} отключён: {reason}"
+            text = f"{name} выходит из чата: {reason}"
         else:
-            text = f"{name} вышел из чата"
+            text = f"{name} выходит из чата"
         return [Delivery(notice_line(text))]
 
     def handle(self, key, text):
