@@ -83,6 +83,8 @@ class Console:
         # From here on, a late wake-up from the receiver thread must not
         # interrupt the goodbye with a traceback.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if self._readline:
+            sys.stdout.write("\n")  # leave the half-typed input line behind
         self._quitting = True
         client.close()
         return 1 if self.lost else 0

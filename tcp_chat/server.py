@@ -387,7 +387,7 @@ class ChatServer:
                 protocol.Delivery(protocol.NAME_PROMPT, to=(conn,)),
             ])
         conn.name = self._room.name_of(conn)
-        log.info("%s вошёл в чат (%s)", conn.name, conn.label)
+        log.info("Вход в чат: %s (%s)", conn.name, conn.label)
         return protocol.Outcome(deliveries)
 
     def _drop(self, conn, reason=None):

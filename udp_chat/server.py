@@ -153,7 +153,7 @@ class ChatServer:
         self._send(*outcome.deliveries)
         if outcome.close:
             del self._last_seen[address]
-            log.info("%s вышел командой /quit (%s:%s)", name, *address[:2])
+            log.info("Выход из чата: %s, команда /quit (%s:%s)", name, *address[:2])
 
     def _handle_stranger(self, address, text):
         """A datagram from an address that has not joined: only ``/join`` counts.
@@ -171,7 +171,7 @@ class ChatServer:
             self._reply(address, protocol.error_line(str(error)))
             return
         self._last_seen[address] = time.monotonic()
-        log.info("%s вошёл в чат (%s:%s)", self._room.name_of(address), *address[:2])
+        log.info("Вход в чат: %s (%s:%s)", self._room.name_of(address), *address[:2])
         self._send(*deliveries)
 
     def _remove_silent_members(self):
@@ -179,7 +179,7 @@ class ChatServer:
         for address, seen in list(self._last_seen.items()):
             if seen < deadline:
                 del self._last_seen[address]
-                log.info("%s отключён: нет сигналов присутствия", self._room.name_of(address))
+                log.info("Выход из чата: %s, нет сигналов присутствия", self._room.name_of(address))
                 self._send(*self._room.leave(address, protocol.SILENT_REASON))
 
     # Sending ---------------------------------------------------------------
