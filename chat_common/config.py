@@ -33,11 +33,17 @@ MAX_NAME_CHARS = 32
 NAME_TIMEOUT = 60.0
 """Seconds a new TCP connection has to give a valid name before it is closed."""
 
-SEND_QUEUE_LIMIT = 1000
-"""Lines that may wait in one member's outgoing queue.
+SEND_QUEUE_LIMIT = 10000
+"""Lines that may wait in one member's outgoing queue (beyond what the
+kernel's socket buffers already hold).
 
-A member whose queue grows past this is a reader too slow to keep up
-(or one that stopped reading); it is disconnected so that nobody else waits."""
+A member whose queue grows past this is a reader too slow to keep up (or one
+that stopped reading); it is disconnected so that nobody else waits.  It is
+large because a healthy reader may fall behind for a moment during a burst."""
+
+SEND_QUEUE_BYTES = 1024 * 1024
+"""Bytes that may wait in one member's outgoing queue: the memory bound for
+long lines, where SEND_QUEUE_LIMIT lines could otherwise take 40 MB."""
 
 MAX_CLIENTS = 1000
 """Most open TCP connections at once, named or not."""
