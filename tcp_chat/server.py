@@ -44,33 +44,38 @@ class Outbox:
     connection's own sender thread :meth:`take_all`.  Taking *everything*
     queued at once turns a burst of lines into one ``sendall()``.
 
-    ``limit``: most lines that may wait (int); see ``config.SEND_QUEUE_LIMIT``.
+    ``limit``: most lines that may wait (int), ``max_bytes``: most bytes
+    (int); see ``config.SEND_QUEUE_LIMIT`` and ``config.SEND_QUEUE_BYTES``.
     """
 
-    def __init__(self, limit):
+    def __init__(self, limit, max_bytes=config.SEND_QUEUE_BYTES):
         self.limit = limit
+        self.max_bytes = max_bytes
         self._chunks = []
         self._lines = 0
+        self._bytes = 0
         self._closed = False
         self._changed = threading.Condition()
 
     def put(self, data, lines=1):
         """Queue ``data`` (bytes holding ``lines`` whole lines) without blocking.
 
-        Returns False if the queue would hold more than ``limit`` lines: the
-        reader is too slow, the outbox closes itself and the caller must drop
-        the connection.  Data put after :meth:`close` is ignored (True).
+        Returns False if the queue would hold more than ``limit`` lines or
+        ``max_bytes`` bytes: the reader is too slow, the outbox closes itself
+        and the caller must drop the connection.  Data put after
+        :meth:`close` is ignored (True).
         """
         with self._changed:
             if self._closed:
                 return True
-            if self._lines + lines > self.limit:
+            if self._lines + lines > self.limit or self._bytes + len(data) > self.max_bytes:
                 self._closed = True
                 self._chunks.clear()
                 self._changed.notify()
                 return False
             self._chunks.append(data)
             self._lines += lines
+            self._bytes += len(data)
             self._changed.notify()
             return True
 
@@ -87,6 +92,7 @@ class Outbox:
             data = b"".join(self._chunks)
             self._chunks.clear()
             self._lines = 0
+            self._bytes = 0
             return data
 
     def close(self):
@@ -108,7 +114,7 @@ class Connection:
         self.server = server
         self.sock = sock
         self.address = address
-        self.outbox = Outbox(server.send_queue_limit)
+        self.outbox = Outbox(server.send_queue_limit, server.send_queue_bytes)
         self.framer = protocol.LineFramer(server.max_message_bytes)
         self.drop_reason = None  # set by whoever aborts the connection
         self.name = None  # set on joining, for the log
@@ -198,7 +204,8 @@ class ChatServer:
     ``host``: address to bind (str); ``port``: TCP port, 0 for any free one.
     Keyword limits default to :mod:`chat_common.config`:
     ``max_clients`` (open connections), ``name_timeout`` (seconds),
-    ``send_queue_limit`` (lines per member), ``max_message_bytes`` (bytes),
+    ``send_queue_limit`` (lines per member), ``send_queue_bytes`` (bytes
+    per member), ``max_message_bytes`` (bytes),
     ``flush_timeout`` (seconds given to queued lines at stop),
     ``backlog`` (connections the kernel holds before ``accept()``).
 
@@ -215,6 +222,7 @@ class ChatServer:
         max_clients=config.MAX_CLIENTS,
         name_timeout=config.NAME_TIMEOUT,
         send_queue_limit=config.SEND_QUEUE_LIMIT,
+        send_queue_bytes=config.SEND_QUEUE_BYTES,
         max_message_bytes=config.MAX_MESSAGE_BYTES,
         flush_timeout=config.SHUTDOWN_FLUSH_TIMEOUT,
         backlog=config.BACKLOG,
@@ -222,6 +230,7 @@ class ChatServer:
         self.max_clients = max_clients
         self.name_timeout = name_timeout
         self.send_queue_limit = send_queue_limit
+        self.send_queue_bytes = send_queue_bytes
         self.max_message_bytes = max_message_bytes
         self.flush_timeout = flush_timeout
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -367,7 +376,12 @@ class ChatServer:
     def _apply(self, conn, event):
         """One framer event → :class:`~chat_common.protocol.Outcome`."""
         def reply(line):
-            return protocol.Outcome([protocol.Delivery(line, to=(conn,))])
+            deliveries = [protocol.Delivery(line, to=(conn,))]
+            if conn not in self._room:
+                # Still choosing a name: whatever was wrong with the line
+                # (too long, not UTF-8, control characters), ask again.
+                deliveries.append(protocol.Delivery(protocol.NAME_PROMPT, to=(conn,)))
+            return protocol.Outcome(deliveries)
 
         if event is protocol.LINE_TOO_LONG:
             return reply(protocol.error_line(protocol.too_long_text(self.max_message_bytes)))
@@ -382,10 +396,7 @@ class ChatServer:
         try:
             deliveries = self._room.join(conn, text)
         except protocol.NameRefused as error:
-            return protocol.Outcome([
-                protocol.Delivery(protocol.error_line(str(error)), to=(conn,)),
-                protocol.Delivery(protocol.NAME_PROMPT, to=(conn,)),
-            ])
+            return reply(protocol.error_line(str(error)))  # with the prompt again
         conn.name = self._room.name_of(conn)
         log.info("Вход в чат: %s (%s)", conn.name, conn.label)
         return protocol.Outcome(deliveries)
