@@ -441,6 +441,20 @@ def build_parser():
                         metavar="СТРОКИ",
                         help=f"сколько строк может ждать отправки одному клиенту, прежде чем "
                              f"его отключат как не успевающего (по умолчанию {config.SEND_QUEUE_LIMIT})")
+    parser.add_argument("--send-queue-bytes", type=int, default=config.SEND_QUEUE_BYTES,
+                        metavar="БАЙТЫ",
+                        help=f"то же ограничение в байтах (по умолчанию {config.SEND_QUEUE_BYTES})")
+    parser.add_argument("--max-message-bytes", type=int, default=config.MAX_MESSAGE_BYTES,
+                        metavar="БАЙТЫ",
+                        help=f"наибольшая длина сообщения в байтах без конца строки "
+                             f"(по умолчанию {config.MAX_MESSAGE_BYTES})")
+    parser.add_argument("--flush-timeout", type=float, default=config.SHUTDOWN_FLUSH_TIMEOUT,
+                        metavar="СЕКУНДЫ",
+                        help=f"сколько секунд при остановке дослать очереди "
+                             f"(по умолчанию {config.SHUTDOWN_FLUSH_TIMEOUT:g})")
+    parser.add_argument("--backlog", type=int, default=config.BACKLOG, metavar="N",
+                        help=f"очередь ещё не принятых подключений в ядре "
+                             f"(по умолчанию {config.BACKLOG})")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="подробный журнал, включая текст сообщений")
     return parser
@@ -456,6 +470,10 @@ def main(argv=None):
             max_clients=args.max_clients,
             name_timeout=args.name_timeout,
             send_queue_limit=args.send_queue_limit,
+            send_queue_bytes=args.send_queue_bytes,
+            max_message_bytes=args.max_message_bytes,
+            flush_timeout=args.flush_timeout,
+            backlog=args.backlog,
         )
     except OSError as error:
         print(f"Не удалось открыть порт {args.host}:{args.port}: {error}", file=sys.stderr)

