@@ -24,6 +24,7 @@ or ``:``, so the forms never collide)::
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from chat_common import config
 
@@ -231,12 +232,13 @@ def split_command(text):
 
 
 # --- The room --------------------------------------------------------------
-@dataclass(frozen=True)
-class Delivery:
+class Delivery(NamedTuple):
     """One line (``str``, without ``\\n``) and who gets it.
 
     ``to``: a tuple of member keys, or ``None`` for every member except
-    ``exclude``.  Resolve it with :meth:`ChatRoom.recipients`.
+    ``exclude``.  Resolve it with :meth:`ChatRoom.recipients`.  (A named
+    tuple rather than a dataclass: one is made per message, and tuples are
+    made fastest.)
     """
 
     line: str

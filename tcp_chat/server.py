@@ -102,6 +102,56 @@ class Outbox:
             self._changed.notify()
 
 
+class Batch:
+    """Lines for many connections, gathered under the lock, queued once each.
+
+    A burst of public messages from one ``recv()`` goes to the same
+    recipients, so consecutive lines with the same addressing form a *run*:
+    the run is encoded and joined once, and every recipient gets the same
+    bytes object.  That costs one queue operation per member per ``recv()``
+    instead of one per line per member, and each member still gets its lines
+    in the order the server accepted them.
+
+    ``room``: the :class:`~chat_common.protocol.ChatRoom` that resolves
+    recipients; it must not change membership between :meth:`add` and
+    :meth:`queue` except through the deliveries added (the caller holds the
+    server's lock throughout).
+    """
+
+    def __init__(self, room):
+        self._room = room
+        self._per_connection = {}  # Connection -> [bytes, ...] in order
+        self._line_counts = {}  # Connection -> lines in those bytes
+        self._run = []  # encoded lines of the current run
+        self._run_delivery = None  # a delivery with the run's addressing
+
+    def add(self, deliveries):
+        """Add :class:`~chat_common.protocol.Delivery` objects, in order."""
+        for delivery in deliveries:
+            current = self._run_delivery
+            if current is None or (delivery.to, delivery.exclude) != (current.to, current.exclude):
+                self._end_run()
+                self._run_delivery = delivery
+            self._run.append(protocol.encode_line(delivery.line))
+
+    def _end_run(self):
+        if not self._run:
+            return
+        data = b"".join(self._run)
+        for conn in self._room.recipients(self._run_delivery):
+            self._per_connection.setdefault(conn, []).append(data)
+            self._line_counts[conn] = self._line_counts.get(conn, 0) + len(self._run)
+        self._run = []
+
+    def queue(self):
+        """Put everything into the outboxes; drop readers whose outbox overflows."""
+        self._end_run()
+        for conn, chunks in self._per_connection.items():
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            if not conn.outbox.put(data, self._line_counts[conn]):
+                conn.abort(protocol.SLOW_READER_REASON)
+
+
 class Connection:
     """One client connection: its socket, outbox, framer and two threads.
 
@@ -356,21 +406,16 @@ class ChatServer:
         Returns True if the connection must close (``/quit``).  Everything
         happens under the lock, so all members get lines in one order.
         """
-        outgoing = {}  # conn -> list of encoded lines, to put as one chunk
+        batch = Batch(self._room)
         close = False
         with self._lock:
             for event in events:
                 outcome = self._apply(conn, event)
-                for delivery in outcome.deliveries:
-                    data = protocol.encode_line(delivery.line)
-                    for target in self._room.recipients(delivery):
-                        outgoing.setdefault(target, []).append(data)
+                batch.add(outcome.deliveries)
                 if outcome.close:
                     close = True
                     break
-            for target, lines in outgoing.items():
-                if not target.outbox.put(b"".join(lines), len(lines)):
-                    target.abort(protocol.SLOW_READER_REASON)
+            batch.queue()
         return close
 
     def _apply(self, conn, event):
@@ -406,11 +451,9 @@ class ChatServer:
         with self._lock:
             if conn not in self._room:
                 return
-            for delivery in self._room.leave(conn, reason):
-                data = protocol.encode_line(delivery.line)
-                for target in self._room.recipients(delivery):
-                    if not target.outbox.put(data):
-                        target.abort(protocol.SLOW_READER_REASON)
+            batch = Batch(self._room)
+            batch.add(self._room.leave(conn, reason))
+            batch.queue()
 
     def _forget(self, conn, cause):
         with self._lock:
