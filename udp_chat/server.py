@@ -141,7 +141,7 @@ class ChatServer:
 
     def _handle_member(self, address, text):
         word, _ = protocol.split_command(text)
-        if False:
+        if word == PING:
             return  # a heartbeat only refreshes _last_seen
         name = self._room.name_of(address)
         if word == JOIN:
