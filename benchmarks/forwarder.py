@@ -1,0 +1,98 @@
+"""Trivial forwarder: the ceiling of the load generator, not a chat.
+
+``python -m benchmarks.chat_bench --variant ceiling`` (or ``--ceiling``) runs
+the same workload against this process to measure how many deliveries per
+second the benchmark itself can send and receive.  It does the least a
+forwarder can do and still keep lines whole: one thread, ``selectors``;
+a connection gets the name prompt, its first line is the name, answered
+with a welcome; after that every complete line it sends goes, in large
+blocks, to every other joined connection with a blocking ``sendall``.  No
+names are added, nothing is decoded, there are no limits: a client that
+stops reading stops everyone (so the harness never gives it slow readers).
+
+Run: ``python -m benchmarks.forwarder --port 0``; stop with Ctrl+C or SIGTERM.
+"""
+
+import argparse
+import logging
+import selectors
+import signal
+import socket
+import sys
+
+from chat_common import protocol
+from chat_common.console import setup_logging
+
+log = logging.getLogger("benchmarks.forwarder")
+RECV_BYTES = 1 << 18
+
+
+def serve(listener):
+    sel = selectors.DefaultSelector()
+    sel.register(listener, selectors.EVENT_READ)
+    naming = {}  # socket -> bytes received before the end of the name line
+    members = {}  # socket -> unfinished line (bytes), in the order of joining
+    prompt = protocol.encode_line(protocol.NAME_PROMPT)
+    while True:
+        for key, _ in sel.select(0.5):
+            sock = key.fileobj
+            if sock is listener:
+                conn, _ = listener.accept()
+                conn.setblocking(True)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                conn.sendall(prompt)
+                naming[conn] = b""
+                sel.register(conn, selectors.EVENT_READ)
+                continue
+            try:
+                data = sock.recv(RECV_BYTES)
+            except OSError:
+                data = b""
+            if not data:
+                sel.unregister(sock)
+                naming.pop(sock, None)
+                members.pop(sock, None)
+                sock.close()
+                continue
+            if sock in naming:
+                data = naming.pop(sock) + data
+                if b"\n" not in data:
+                    naming[sock] = data
+                    continue
+                name, _, data = data.partition(b"\n")
+                welcome = f"{protocol.WELCOME_PREFIX}, {name.decode('utf-8', 'replace')}!"
+                sock.sendall(protocol.encode_line(welcome))
+                members[sock] = b""
+            data = members[sock] + data
+            end = data.rfind(b"\n") + 1
+            members[sock] = data[end:]
+            if end:
+                block = data[:end]
+                for other in list(members):
+                    if other is not sock:
+                        try:
+                            other.sendall(block)
+                        except OSError:
+                            pass  # it is gone; its own EOF removes it
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.forwarder",
+                                     description="Простейший пересыльщик строк: потолок нагрузочного стенда.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5053)
+    args = parser.parse_args(argv)
+    setup_logging(False)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    listener = socket.create_server((args.host, args.port), backlog=128)
+    listener.setblocking(False)
+    log.info("Сервер ceiling слушает %s:%s", *listener.getsockname()[:2])
+    try:
+        serve(listener)
+    except KeyboardInterrupt:
+        log.info("Сервер остановлен")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
