@@ -1,0 +1,627 @@
+"""Build the lab report: ``python -m report.build [--no-pdf] [--skip-tests]``.
+
+One command brings everything in ``report/`` up to date with the code:
+
+1. draws the diagrams (``report/diagrams/*.png``, :mod:`report.diagrams`);
+2. collects the test suite (``pytest --collect-only -q``) and runs it,
+   except ``tests/test_report.py`` (it checks this very build), and stores
+   the counts and the result in ``report/test_run.json``;
+3. writes ``report/report.md`` from ``report/template.md``: listings read
+   from the source files, transcripts of real sessions (:mod:`report.demo`),
+   the test section from ``report/test_run.json``, the measurements from what
+   ``notebooks/03_timing.ipynb`` saved in ``report/figures/``;
+4. renders ``report/report.pdf`` (Python-Markdown, then WeasyPrint;
+   :mod:`report.pdf`).
+
+Step 3 is deterministic: the same code, ``test_run.json`` and figures give
+the same ``report.md`` byte for byte.  ``tests/test_report.py`` relies on
+that and fails when ``report.md`` is stale.
+"""
+
+import argparse
+import ast
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+from chat_common import config
+from chat_common import protocol
+
+ROOT = Path(__file__).resolve().parent.parent
+REPORT = ROOT / "report"
+TEMPLATE = REPORT / "template.md"
+MARKDOWN = REPORT / "report.md"
+PDF = REPORT / "report.pdf"
+TEST_RUN = REPORT / "test_run.json"
+DIAGRAMS = REPORT / "diagrams"
+FIGURES = REPORT / "figures"
+
+GENERATED_NOTE = (
+    "<!-- Этот файл собран командой `python -m report.build` из report/template.md, "
+    "кода программы и настоящих прогонов. Не правьте его вручную: правьте шаблон "
+    "или код и соберите отчёт заново. -->\n\n"
+)
+
+SELF_TEST = "tests/test_report.py"
+"""The test of this build: collected and counted, but not run by the build
+(it compares report.md with what the build makes, so it cannot pass before
+the build has finished)."""
+
+TEST_TIMEOUT = 1800
+"""Seconds the whole test run of the build may take."""
+
+PACKAGES = ["chat_common", "tcp_chat", "udp_chat"]
+FIRST_FILES = ["chat_common/config.py", "chat_common/protocol.py", "chat_common/console.py",
+               "tcp_chat/server.py", "tcp_chat/client.py",
+               "udp_chat/server.py", "udp_chat/client.py"]
+"""Order of the listings; other non-empty modules of PACKAGES follow, sorted."""
+
+FILE_ROLES = {
+    "chat_common/config.py": "все настройки по умолчанию: адрес, порты, лимиты, тайм-ауты",
+    "chat_common/protocol.py": "правила чата без ввода-вывода: разбор потока на строки, "
+                               "имена, команды, кто что получает",
+    "chat_common/console.py": "терминал клиента и запуск сервера до Ctrl+C "
+                              "(общие для TCP и UDP)",
+    "tcp_chat/server.py": "многопоточный сервер TCP",
+    "tcp_chat/client.py": "клиент TCP: поток приёма и главный поток ввода",
+    "udp_chat/server.py": "однопоточный сервер UDP с удалением молчащих участников",
+    "udp_chat/client.py": "клиент UDP: поток приёма, поток сигналов присутствия, "
+                          "главный поток ввода",
+}
+
+TEST_ROLES = {
+    "tests/test_protocol.py": "правила чата из `chat_common.protocol` без сокетов: разбор "
+                              "потока на строки (сообщение кусками, по байту, разрезанная "
+                              "буква UTF-8, слишком длинная строка), проверка текста и имён, "
+                              "команды, кто какие строки получает",
+    "tests/test_tcp_server.py": "протокол сервера TCP, правило за правилом, на настоящих "
+                                "сокетах: выбор имени и тайм-аут, рассылка без эха, команды, "
+                                "сообщение кусками и по байту, концы строк `\\r\\n`, слишком "
+                                "длинные строки и плохие байты, один порядок для всех, "
+                                "медленный читатель, предел подключений, остановка",
+    "tests/test_tcp_cli.py": "программы `tcp_chat.server` и `tcp_chat.client` как отдельные "
+                             "процессы: остановка по сигналу, флаги, занятый порт, справка на "
+                             "русском, ввод из канала, отказ в подключении, уход сервера, "
+                             "клиент вроде `nc`",
+    "tests/test_tcp_concurrency.py": "нагрузка на сервер TCP: десятки клиентов одновременно "
+                                     "входят, пишут и выходят; каждое сообщение доходит до "
+                                     "каждого ровно один раз и в одном порядке",
+    "tests/test_udp_server.py": "протокол сервера UDP: `/join`, команды, плохие датаграммы, "
+                                "ответ постороннему адресу без усиления, сигналы присутствия "
+                                "и удаление молчащих",
+    "tests/test_udp_cli.py": "клиент и сервер UDP как отдельные процессы: ввод из канала, "
+                             "недоступный сервер, остановка по сигналу",
+    "tests/test_notebooks.py": "блокноты `notebooks/*.ipynb` выполняются целиком в новом "
+                               "ядре без ошибок",
+    "tests/test_benchmarks.py": "замеры `benchmarks/` на малых прогонах: серверы TCP и UDP, "
+                                "наивный сервер для сравнения, подсчёт доставленного по "
+                                "содержимому, ограничение времени, командная строка",
+    "tests/test_report.py": "отчёт не устарел: `report.md` совпадает с тем, что собрала бы "
+                            "сборка из текущего кода, число тестов в `test_run.json` — с "
+                            "текущим, PDF есть",
+}
+
+CONFIG_ROLES = {
+    "HOST": "адрес сервера по умолчанию",
+    "TCP_PORT": "порт сервера TCP",
+    "UDP_PORT": "порт сервера UDP",
+    "ENCODING": "кодировка строк",
+    "MAX_MESSAGE_BYTES": "наибольшая длина сообщения, байт",
+    "MAX_NAME_CHARS": "наибольшая длина имени, символов",
+    "NAME_TIMEOUT": "время на выбор имени (TCP), с",
+    "SEND_QUEUE_LIMIT": "строк в очереди отправки одного участника (TCP)",
+    "SEND_QUEUE_BYTES": "байт в очереди отправки одного участника (TCP)",
+    "MAX_CLIENTS": "наибольшее число подключений (TCP)",
+    "BACKLOG": "очередь ещё не принятых подключений (TCP)",
+    "SHUTDOWN_FLUSH_TIMEOUT": "время на досылку очередей при остановке, с",
+    "HEARTBEAT_INTERVAL": "период сигнала присутствия `/ping` (UDP), с",
+    "CLIENT_TIMEOUT": "тишина, после которой участник удаляется (UDP), с",
+    "JOIN_TIMEOUT": "ожидание ответа на `/join` (UDP), с",
+    "MAX_ERROR_DATAGRAM_BYTES": "наибольшая датаграмма с ошибкой постороннему адресу, байт",
+    "CLOSE_WAIT_TIMEOUT": "ожидание ответа на `/quit` клиентом, с",
+}
+
+
+class BuildError(RuntimeError):
+    """Something the build needs is missing or broken."""
+
+
+# --- Small helpers -------------------------------------------------------------
+def rel(path):
+    """``path`` relative to the project root, with forward slashes (str)."""
+    return Path(path).resolve().relative_to(ROOT).as_posix()
+
+
+def fence(text, lang=""):
+    """``text`` as a fenced code block whose fence no line of it can close."""
+    longest = max((len(run) for run in re.findall(r"`{3,}", text)), default=2)
+    marks = "`" * (longest + 1)
+    return f"{marks}{lang}\n{text.rstrip()}\n{marks}"
+
+
+def md_cell(text):
+    """Text safe inside a Markdown table cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def table(header, rows, align=None):
+    """A Markdown table; ``align``: string of ``l``/``r``/``c``, one per column."""
+    align = align or "l" * len(header)
+    marks = {"l": "---", "r": "---:", "c": ":---:"}
+    lines = ["| " + " | ".join(md_cell(h) for h in header) + " |",
+             "|" + "|".join(marks[a] for a in align) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(md_cell(c) for c in row) + " |")
+    return "\n".join(lines)
+
+
+def number(value, digits=None):
+    """A number in Russian style: decimal comma, thin groups of thousands."""
+    if isinstance(value, bool):
+        return "да" if value else "нет"
+    if isinstance(value, int):
+        text = f"{value:,}".replace(",", "\u202f")
+        return text if abs(value) >= 10000 else str(value)
+    if isinstance(value, float):
+        if digits is None:
+            digits = 0 if abs(value) >= 100 else 1 if abs(value) >= 10 else 2 if abs(value) >= 1 else 3
+        text = f"{value:.{digits}f}"
+        if abs(value) >= 10000:
+            whole, _, frac = text.partition(".")
+            whole = f"{int(whole):,}".replace(",", "\u202f")
+            text = whole + ("." + frac if frac else "")
+        return text.replace(".", ",")
+    return str(value)
+
+
+def plural(n, one, few, many):
+    """Russian plural: plural(5, "тест", "теста", "тестов") -> "тестов"."""
+    n = abs(n)
+    if n % 10 == 1 and n % 100 != 11:
+        return one
+    if 2 <= n % 10 <= 4 and not 12 <= n % 100 <= 14:
+        return few
+    return many
+
+
+def slug(text):
+    """The anchor GitHub (and the PDF, through Python-Markdown) gives a heading."""
+    text = text.replace("`", "").replace("*", "")
+    text = re.sub(r"[^\w\- ]", "", text.lower())
+    return text.replace(" ", "-")
+
+
+def toc_slug(value, separator="-"):
+    """Python-Markdown's ``toc`` slugify, made to match :func:`slug`."""
+    return slug(value)
+
+
+def module_docstring(path):
+    """First paragraph of a module's docstring ("" if none)."""
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError):
+        return ""
+    doc = ast.get_docstring(tree) or ""
+    return doc.split("\n\n")[0].replace("\n", " ").strip()
+
+
+# --- Listings -------------------------------------------------------------------
+def listing_files():
+    """Source files of the kit in listing order (list of paths relative to ROOT)."""
+    found = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).glob("*.py")):
+            if path.read_text(encoding="utf-8").strip():
+                found.append(rel(path))
+    ordered = [name for name in FIRST_FILES if name in found]
+    return ordered + sorted(name for name in found if name not in ordered)
+
+
+def count_lines(path):
+    return len((ROOT / path).read_text(encoding="utf-8").splitlines())
+
+
+def code_size_table():
+    rows = []
+    total = 0
+    for name in listing_files():
+        lines = count_lines(name)
+        total += lines
+        role = FILE_ROLES.get(name) or module_docstring(ROOT / name) or "—"
+        rows.append([f"`{name}`", role, lines])
+    rows.append(["**всего**", "", f"**{total}**"])
+    return "Таблица {{tab:code}} — Файлы программы\n\n" + table(
+        ["файл", "назначение", "строк"], rows, "llr")
+
+
+def listings():
+    parts = []
+    for index, name in enumerate(listing_files(), start=1):
+        text = (ROOT / name).read_text(encoding="utf-8")
+        role = FILE_ROLES.get(name, "")
+        parts.append(f"### 5.{index}. Файл {name}\n\n"
+                     f"Листинг {{{{lst:{name}}}}} — `{name}`"
+                     + (f": {role}" if role else "")
+                     + f" ({count_lines(name)} {plural(count_lines(name), 'строка', 'строки', 'строк')})"
+                     + "\n\n" + fence(text, "python"))
+    return "\n\n".join(parts)
+
+
+def config_table():
+    rows = []
+    for name, value in vars(config).items():
+        if not name.isupper():
+            continue
+        if isinstance(value, float):
+            shown = f"{value:g}".replace(".", ",")
+        elif isinstance(value, int):
+            shown = number(value)
+        else:
+            shown = str(value)
+        rows.append([f"`{name}`", f"`{shown}`", CONFIG_ROLES.get(name, "—")])
+    return "Таблица {{tab:config}} — Настройки из `chat_common/config.py`\n\n" + table(
+        ["имя", "значение", "смысл"], rows, "lrl")
+
+
+# --- Demonstration ------------------------------------------------------------------
+def demo_section(sessions):
+    """Markdown of both transcripts (``sessions`` from :func:`report.demo.run_all`)."""
+    parts = []
+    for number_, (variant, session) in enumerate(sessions.items(), start=1):
+        out = [f"### 6.{number_}. Сеанс {variant}"]
+        rows = [[i, who, f"`{text}`", note] for i, (who, text, note)
+                in enumerate(session.steps, start=1)]
+        out.append(f"Таблица {{{{tab:demo-{variant}}}}} — Сценарий сеанса {variant}: "
+                   "кто что отправил, по порядку\n\n"
+                   + table(["шаг", "кто", "отправлено", "зачем"], rows, "rlll"))
+        for user in session.users:
+            out.append(f"Терминал участника «{user}» ({variant}):\n\n" + fence("\n".join(session.seen[user]), "text"))
+        for title, lines in session.extra:
+            out.append(f"{title}:\n\n" + fence("\n".join(lines), "text"))
+        parts.append("\n\n".join(out))
+    return "\n\n".join(parts)
+
+
+# --- Tests -------------------------------------------------------------------------
+def _pytest(args, timeout):
+    env = dict(os.environ)
+    env.pop("PYTEST_ADDOPTS", None)
+    env.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+    return subprocess.run([sys.executable, "-m", "pytest", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def collect_counts(timeout=300):
+    """Tests per file as ``pytest --collect-only -q`` sees them now (dict)."""
+    result = _pytest(["--collect-only", "-q", "-p", "no:cacheprovider"], timeout)
+    counts = {}
+    for line in result.stdout.splitlines():
+        match = re.match(r"^([^\s:]+\.py)::", line)
+        if match:
+            counts[match.group(1)] = counts.get(match.group(1), 0) + 1
+    if result.returncode != 0 or not counts:
+        raise BuildError("pytest --collect-only не сработал:\n"
+                         + result.stdout[-3000:] + result.stderr[-3000:])
+    return dict(sorted(counts.items()))
+
+
+def run_tests():
+    """Run the suite except :data:`SELF_TEST`; return the dict for test_run.json."""
+    import platform
+
+    import pytest
+
+    collected = collect_counts()
+    with tempfile.TemporaryDirectory() as folder:
+        xml_path = Path(folder) / "junit.xml"
+        args = ["-q", "-p", "no:cacheprovider", f"--ignore={SELF_TEST}",
+                f"--junitxml={xml_path}", "-o", "junit_family=xunit1"]
+        started = time.monotonic()
+        result = _pytest(args, TEST_TIMEOUT)
+        seconds = time.monotonic() - started
+        if not xml_path.exists():
+            raise BuildError("pytest не записал результаты:\n"
+                             + result.stdout[-3000:] + result.stderr[-3000:])
+        tree = ElementTree.parse(xml_path)
+    files = {}
+    failures = []
+    totals = {"passed": 0, "failed": 0, "skipped": 0}
+    for case in tree.iter("testcase"):
+        path = case.get("file") or ""
+        outcome = "passed"
+        for child in case:
+            if child.tag in ("failure", "error"):
+                outcome = "failed"
+            elif child.tag == "skipped" and outcome == "passed":
+                outcome = "skipped"
+        counts = files.setdefault(path, {"passed": 0, "failed": 0, "skipped": 0})
+        counts[outcome] += 1
+        totals[outcome] += 1
+        if outcome == "failed":
+            classname = case.get("classname", "")
+            failures.append(f"{path}::{case.get('name')}" if path else
+                            f"{classname}::{case.get('name')}")
+    summary = [line for line in result.stdout.splitlines() if line.strip()]
+    return {
+        "command": f"python -m pytest --ignore={SELF_TEST}",
+        "collected": collected,
+        "collected_total": sum(collected.values()),
+        "run": {
+            **totals,
+            "total": sum(totals.values()),
+            "seconds": round(seconds, 1),
+            "exit_code": result.returncode,
+            "files": dict(sorted(files.items())),
+            "failures": sorted(failures),
+            "summary": summary[-1] if summary else "",
+        },
+        "environment": {
+            "python": platform.python_version(),
+            "pytest": pytest.__version__,
+            "system": f"{platform.system()} {platform.machine()}",
+            "cpus": os.cpu_count(),
+        },
+    }
+
+
+def load_test_run():
+    """The stored test run (dict) or None."""
+    try:
+        return json.loads(TEST_RUN.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+
+
+def tests_section(run):
+    if run is None:
+        return ("Набор тестов ещё не запускался сборкой отчёта: выполните "
+                "`python -m report.build`, и здесь появятся его результаты.")
+    collected = run["collected"]
+    files = run["run"]["files"]
+    rows = []
+    for path, count in collected.items():
+        got = files.get(path)
+        if got is None:  # the report's own test, or a file added after the run
+            results = ["—", "—", "—"]
+        else:
+            results = [got["passed"], got["failed"], got["skipped"]]
+        role = TEST_ROLES.get(path) or module_docstring(ROOT / path) or "—"
+        rows.append([f"`{path}`", role, count, *results])
+    total = run["collected_total"]
+    r = run["run"]
+    rows.append(["**всего**", "", f"**{total}**", f"**{r['passed']}**", f"**{r['failed']}**",
+                 f"**{r['skipped']}**"])
+    env = run["environment"]
+    out = [
+        f"Набор тестов (pytest и pytest-timeout) насчитывает **{total}** "
+        f"{plural(total, 'тест', 'теста', 'тестов')} в {len(collected)} "
+        f"{plural(len(collected), 'файле', 'файлах', 'файлах')} "
+        "(число тестов в каждом файле взято из `python -m pytest --collect-only -q`). "
+        "Все тесты работают с настоящими сокетами на 127.0.0.1 и портами, которые "
+        "выбирает система, поэтому не мешают запущенному вручную чату. "
+        "Каждое ожидание в тестах ограничено по времени, а pytest-timeout "
+        "прерывает зависший тест.",
+        "Таблица {{tab:tests}} — Что проверяют тесты\n\n"
+        + table(["файл", "что проверяется", "тестов", "пройдено", "не пройдено", "пропущено"],
+                rows, "llrrrr"),
+        "Результат прогона, выполненного сборкой отчёта командой "
+        f"`{run['command']}` (Python {env['python']}, pytest {env['pytest']}, "
+        f"{env['system']}, процессоров: {env['cpus']}):",
+    ]
+    status = (f"- пройдено: **{r['passed']}**;\n"
+              f"- не пройдено: **{r['failed']}**;\n"
+              f"- пропущено: **{r['skipped']}**;\n"
+              f"- время прогона: {number(float(r['seconds']), 0)} с.")
+    out.append(status)
+    if r["failed"]:
+        shown = r["failures"][:30]
+        out.append("Не прошли:\n\n" + "\n".join(f"- `{name}`" for name in shown)
+                   + ("\n- …" if len(r["failures"]) > len(shown) else ""))
+    elif r["total"]:
+        out.append("Все запущенные тесты пройдены.")
+    out.append(f"Файл `{SELF_TEST}` проверяет сам отчёт, поэтому сборка его не запускает; "
+               "он выполняется при обычном `python -m pytest` вместе с остальными.")
+    return "\n\n".join(out)
+
+
+def _after_welcome(lines):
+    """What a user saw from the welcome line on (joining differs by transport)."""
+    for index, line in enumerate(lines):
+        if line.startswith(protocol.WELCOME_PREFIX):
+            return lines[index:]
+    return lines
+
+
+def demo_conclusion(sessions):
+    """A sentence comparing the TCP and UDP transcripts, true to what they show."""
+    tcp, udp = sessions["TCP"], sessions["UDP"]
+    same = all(_after_welcome(tcp.seen[user]) == _after_welcome(udp.seen[user])
+               for user in tcp.users)
+    if same:
+        return ("После входа в чат сеансы TCP и UDP совпадают строка в строку: правила "
+                "чата у вариантов общие (`ChatRoom`), различается только транспорт. "
+                "Отличается лишь вход: по TCP сервер сам спрашивает имя, по UDP клиент "
+                "отправляет датаграмму `/join ИМЯ`.")
+    return ("Сеансы TCP и UDP после входа в чат различаются (см. выше), хотя правила "
+            "чата у вариантов общие (`ChatRoom`): различия вносит транспорт.")
+
+
+# --- Measurements --------------------------------------------------------------------
+def measurements_section():
+    from report import measurements
+
+    return measurements.section(FIGURES, REPORT)
+
+
+def measurement_conclusions():
+    from report import measurements
+
+    return measurements.conclusions(FIGURES)
+
+
+# --- Assembling the document ------------------------------------------------------------
+def _numbering(text):
+    """Replace ``{{fig:key}}``, ``{{tab:key}}`` and ``{{lst:key}}`` with numbers,
+    in order of first appearance, each kind counted separately."""
+    seen = {}
+
+    def replace(match):
+        kind, key = match.group(1), match.group(2)
+        numbers = seen.setdefault(kind, {})
+        if key not in numbers:
+            numbers[key] = len(numbers) + 1
+        return str(numbers[key])
+
+    return re.sub(r"\{\{(fig|tab|lst):([^}]+)\}\}", replace, text)
+
+
+def _headings(text):
+    """``(level, title)`` of the ``##`` and ``###`` headings outside code blocks."""
+    found = []
+    fence_mark = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        match = re.match(r"^(`{3,}|~{3,})", stripped)
+        if match:
+            mark = match.group(1)
+            if fence_mark is None:
+                fence_mark = mark
+            elif mark.startswith(fence_mark) and stripped == mark:
+                fence_mark = None
+            continue
+        if fence_mark is None:
+            match = re.match(r"^(#{2,3}) (.+)$", line)
+            if match:
+                found.append((len(match.group(1)), match.group(2).strip()))
+    return found
+
+
+def table_of_contents(text):
+    lines = []
+    for level, title in _headings(text):
+        if title == "Содержание":
+            continue
+        indent = "" if level == 2 else "    "
+        lines.append(f"{indent}- [{title}](#{slug(title)})")
+    return "\n".join(lines)
+
+
+def generate_markdown(sessions=None, run=None):
+    """The whole report.md as ``str``, from the current files.
+
+    ``sessions``: demo sessions (played now if None); ``run``: the test run
+    dict (read from report/test_run.json if None).
+    """
+    from report import demo
+
+    if sessions is None:
+        sessions = demo.run_all()
+    if run is None:
+        run = load_test_run()
+    values = {
+        "code_sizes": code_size_table,
+        "config_table": config_table,
+        "listings": listings,
+        "demo": lambda: demo_section(sessions),
+        "tests": lambda: tests_section(run),
+        "measurements": measurements_section,
+        "measurement_conclusions": measurement_conclusions,
+        "demo_conclusion": lambda: demo_conclusion(sessions),
+    }
+    text = TEMPLATE.read_text(encoding="utf-8")
+    # The template's own comment (how to edit it) gives way to a warning
+    # that report.md is generated.
+    text = re.sub(r"\A<!--.*?-->\n", GENERATED_NOTE, text, count=1, flags=re.S)
+
+    def replace(match):
+        key = match.group(1)
+        if key.startswith("cfg."):
+            value = getattr(config, key[4:])
+            if isinstance(value, float):
+                return f"{value:g}".replace(".", ",")
+            return number(value) if isinstance(value, int) else str(value)
+        if key in values:
+            return values[key]()
+        if key == "toc":
+            return match.group(0)  # filled in last
+        raise BuildError(f"неизвестная подстановка {{{{{key}}}}} в {rel(TEMPLATE)}")
+
+    text = re.sub(r"\{\{([a-z_]+|cfg\.[A-Z_]+)\}\}", replace, text)
+    text = _numbering(text)
+    text = text.replace("{{toc}}", table_of_contents(text))
+    leftover = re.findall(r"\{\{[^}]*\}\}", text)
+    if leftover:
+        raise BuildError(f"не заменены подстановки: {sorted(set(leftover))}")
+    return text.rstrip() + "\n"
+
+
+# --- Command line ------------------------------------------------------------------
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m report.build",
+        description="Собрать отчёт: схемы, прогон тестов, report/report.md и report/report.pdf.",
+    )
+    parser.add_argument("--no-pdf", action="store_true",
+                        help="только report.md (и схемы), без PDF")
+    parser.add_argument("--skip-tests", action="store_true",
+                        help="не запускать тесты, взять результаты из report/test_run.json")
+    return parser
+
+
+def _step(title):
+    print(f"[report] {title}…", file=sys.stderr, flush=True)
+    return time.monotonic()
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    started = time.monotonic()
+    from report import diagrams
+
+    _step("схемы → report/diagrams/")
+    diagrams.draw_all(DIAGRAMS)
+
+    run = load_test_run()
+    if args.skip_tests:
+        if run is None:
+            print("[report] report/test_run.json нет: тесты не описаны", file=sys.stderr)
+        else:
+            # The counts still must be current, or the staleness test fails.
+            collected = collect_counts()
+            if collected != run["collected"]:
+                print("[report] ВНИМАНИЕ: набор тестов изменился с последнего прогона; "
+                      "запустите сборку без --skip-tests", file=sys.stderr)
+    else:
+        t = _step(f"прогон тестов (кроме {SELF_TEST})")
+        run = run_tests()
+        TEST_RUN.write_text(json.dumps(run, ensure_ascii=False, indent=2) + "\n",
+                            encoding="utf-8")
+        r = run["run"]
+        print(f"[report]   {r['passed']} пройдено, {r['failed']} не пройдено, "
+              f"{r['skipped']} пропущено за {time.monotonic() - t:.0f} с", file=sys.stderr)
+        if r["failed"]:
+            print("[report] ВНИМАНИЕ: не все тесты прошли, отчёт это покажет:\n  "
+                  + "\n  ".join(r["failures"][:20]), file=sys.stderr)
+
+    _step("сеансы чата и report/report.md")
+    text = generate_markdown(run=run)
+    MARKDOWN.write_text(text, encoding="utf-8")
+
+    if not args.no_pdf:
+        from report import pdf
+
+        _step("report/report.pdf")
+        pdf.render(MARKDOWN, PDF)
+    print(f"[report] готово за {time.monotonic() - started:.0f} с", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

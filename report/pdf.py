@@ -1,0 +1,158 @@
+"""report.md → HTML (Python-Markdown) → PDF (WeasyPrint).
+
+The Markdown stays plain so that it reads well on GitHub and in an editor;
+what only the PDF needs is added to the HTML here:
+
+* the part before ``<!-- конец титульного листа -->`` becomes the title page;
+* paragraphs ``Рисунок N — …``, ``Таблица N — …`` and ``Листинг N — …``
+  become captions, an image alone in a paragraph becomes a figure;
+* the contents list gets page numbers (CSS ``target-counter``);
+* code is highlighted by Pygments, one ``<span>`` per line so that a long
+  line wraps with a hanging indent instead of running off the page.
+
+The style sheet is ``report/style.css`` (A4, DejaVu Sans and DejaVu Sans
+Mono, page numbers at the bottom).
+"""
+
+import hashlib
+import re
+import zlib
+from pathlib import Path
+
+import markdown
+from pygments.formatters import HtmlFormatter
+
+from report.build import toc_slug
+
+STYLE = Path(__file__).resolve().parent / "style.css"
+TITLE_END = "<!-- конец титульного листа -->"
+PYGMENTS_STYLE = "friendly"
+
+
+def markdown_to_html(text):
+    """The body HTML of ``text`` (Markdown), without the title-page split."""
+    md = markdown.Markdown(
+        extensions=["tables", "fenced_code", "codehilite", "toc", "sane_lists"],
+        extension_configs={
+            "codehilite": {
+                "css_class": "codehilite",
+                "guess_lang": False,
+                "linespans": "ln",
+            },
+            "toc": {"slugify": toc_slug, "toc_depth": "2-3"},
+        },
+        output_format="html",
+    )
+    return md.convert(text)
+
+
+def _captions(body):
+    body = re.sub(r"<p>((?:Рисунок|Таблица|Листинг) \d+ —.*?)</p>",
+                  lambda m: f'<p class="caption">{m.group(1)}</p>', body, flags=re.S)
+    # A table caption stays on the page of its table.
+    body = re.sub(r'<p class="caption">(Таблица .*?)</p>\s*<table>',
+                  r'<div class="table-block"><p class="caption table-caption">\1</p><table>',
+                  body, flags=re.S)
+    body = re.sub(r'(<div class="table-block">.*?</table>)', r'\1</div>', body, flags=re.S)
+    body = re.sub(r"<p>(<img [^>]*>)</p>", r'<p class="figure">\1</p>', body)
+    return body
+
+
+KEEP_LINES = 45
+"""Code blocks up to this many lines are not split between pages."""
+
+
+def _keep_together(body):
+    """Wrap "Intro:" + a short code block into one unbreakable block."""
+    def wrap(match):
+        if match.group(2).count("\n") > KEEP_LINES:
+            return match.group(0)
+        return f'<div class="keep">{match.group(1)}{match.group(2)}</div>'
+
+    return re.sub(r'(<p>[^<]*:</p>\s*)(<div class="codehilite">.*?</pre></div>)', wrap,
+                  body, flags=re.S)
+
+
+def _toc(body):
+    # The first list after the "Содержание" heading is the contents.
+    return re.sub(r'(<h2 id="содержание">Содержание</h2>\s*)<ul>', r'\1<ul class="toc">',
+                  body, count=1)
+
+
+def _title_page(title_html):
+    """Title page: parts separated by horizontal rules become blocks."""
+    parts = re.split(r"<hr\s*/?>", title_html)
+    names = ["tp-top", "tp-middle", "tp-fields", "tp-bottom"]
+    blocks = []
+    for index, part in enumerate(parts):
+        name = names[index] if index < len(names) else "tp-extra"
+        blocks.append(f'<div class="{name}">{part}</div>')
+    return '<section class="title-page">' + "".join(blocks) + "</section>"
+
+
+def to_html(text):
+    """A complete HTML document for ``text`` (report.md)."""
+    title_md, sep, rest = text.partition(TITLE_END)
+    if not sep:
+        title_md, rest = "", text
+    title_md = re.sub(r"<!--.*?-->", "", title_md, flags=re.S)
+    body = markdown_to_html(rest)
+    body = _toc(_keep_together(_captions(body)))
+    title = _title_page(markdown_to_html(title_md)) if title_md.strip() else ""
+    pygments_css = HtmlFormatter(style=PYGMENTS_STYLE).get_style_defs(".codehilite")
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return (
+        "<!DOCTYPE html>\n<html lang=\"ru\"><head><meta charset=\"utf-8\">"
+        "<title>Отчёт по лабораторной работе: многопользовательский чат на сокетах</title>"
+        f'<meta name="description" content="report.md sha256 {digest}">'
+        '<meta name="generator" content="python -m report.build">'
+        f"<style>{pygments_css}</style>"
+        "</head><body>" + title + body + "</body></html>"
+    )
+
+
+def markdown_digest(text):
+    """The marker of ``text`` that :func:`render` stores in the PDF."""
+    return "report.md sha256 " + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def pdf_has_marker(data, marker):
+    """Whether the PDF bytes ``data`` carry ``marker`` (from :func:`markdown_digest`).
+
+    WeasyPrint stores the document's metadata in a compressed object stream,
+    so every Flate stream is inflated and searched.
+    """
+    needle = marker.encode("ascii")
+    if needle in data:
+        return True
+    for match in re.finditer(rb"stream\r?\n", data):
+        end = data.find(b"endstream", match.end())
+        if end < 0:
+            break
+        try:
+            inflated = zlib.decompressobj().decompress(data[match.end():end])
+        except zlib.error:
+            continue
+        if needle in inflated:
+            return True
+    return False
+
+
+def render(markdown_path, pdf_path):
+    """Render ``markdown_path`` (report.md) into ``pdf_path``.
+
+    Relative image paths resolve against the folder of ``markdown_path``.
+    """
+    from weasyprint import CSS, HTML
+
+    markdown_path = Path(markdown_path)
+    text = markdown_path.read_text(encoding="utf-8")
+    document = HTML(string=to_html(text), base_url=str(markdown_path.parent.resolve()) + "/")
+    document.write_pdf(
+        pdf_path,
+        stylesheets=[CSS(filename=str(STYLE))],
+        uncompressed_pdf=False,
+        # No creation time in the file: the same report.md gives the same PDF.
+        pdf_identifier=b"report",
+    )
+
