@@ -1,0 +1,274 @@
+"""The command-line programs as real subprocesses.
+
+``python -m tcp_chat.server`` and ``python -m tcp_chat.client`` run from the
+repository root with UTF-8 standard streams.  Output is read by threads
+(:class:`LineReader`), so every wait has a timeout.
+"""
+
+import importlib
+import re
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from chat_common import protocol
+from chat_common.console import LOST_NOTICE
+from conftest import (
+    LOCALHOST,
+    TIMEOUT,
+    LineReader,
+    collect,
+    free_port,
+    goodbye_line,
+    join_notice,
+    leave_notice,
+    next_line,
+    users_line,
+    welcome_line,
+)
+
+ADDRESS = re.compile(r"\b(\d{1,3}(?:\.\d{1,3}){3}):(\d+)\b")
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
+CYRILLIC = re.compile("[А-Яа-яЁё]")
+
+posix_signals = pytest.mark.skipif(
+    sys.platform == "win32", reason="POSIX signals: Windows has no SIGINT to send to a child"
+)
+
+
+def start_server(run_module, *args):
+    """Start the server CLI on a free port; return (process, stderr reader, address)."""
+    process = run_module(
+        "tcp_chat.server", "--host", LOCALHOST, "--port", "0", *args, stdin=subprocess.DEVNULL
+    )
+    LineReader(process.stdout)  # keep the pipe drained; the server prints nothing there
+    log = LineReader(process.stderr)
+    bound = log.wait_for(lambda line: ADDRESS.search(line) is not None)
+    host, port = ADDRESS.search(bound).groups()
+    assert host == LOCALHOST and int(port) > 0, bound
+    return process, log, (host, int(port))
+
+
+def start_client(run_module, address, *args):
+    """Start the client CLI; return (process, stdout reader, stderr reader)."""
+    process = run_module("tcp_chat.client", "--host", address[0], "--port", str(address[1]), *args)
+    return process, LineReader(process.stdout), LineReader(process.stderr)
+
+
+def send_stdin(process, *lines):
+    for line in lines:
+        process.stdin.write(line + "\n")
+    process.stdin.flush()
+
+
+# --- Server CLI ---------------------------------------------------------------------------
+@posix_signals
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_server_cli_stops_cleanly_on_signal(run_module, make_client, signum):
+    process, log, address = start_server(run_module)
+    anna = make_client(address, "Анна")
+    boris = make_client(address, "Борис")
+    assert next_line(anna) == join_notice("Борис")
+    anna.send("тайна-42")
+    assert next_line(boris) == "Анна: тайна-42"
+
+    process.send_signal(signum)
+    assert process.wait(TIMEOUT) == 0
+    for client in (anna, boris):
+        assert next_line(client) == protocol.SHUTDOWN_NOTICE
+        assert client.closed.wait(TIMEOUT)
+
+    lines = log.read_all()
+    text = "\n".join(lines)
+    assert "Traceback" not in text
+    assert all(TIMESTAMP.match(line) for line in lines), lines
+    # Joins are logged with the peer address; message texts are not (no -v).
+    for client, name in ((anna, "Анна"), (boris, "Борис")):
+        peer = "%s:%s" % client.sock.getsockname()[:2]
+        assert any(name in line and peer in line for line in lines), (name, peer, lines)
+    assert "тайна-42" not in text
+
+
+@posix_signals
+def test_server_cli_verbose_logs_messages(run_module, make_client):
+    process, log, address = start_server(run_module, "-v")
+    anna = make_client(address, "Анна")
+    anna.send("видно-в-журнале")
+    anna.send("/users")
+    assert next_line(anna) == users_line("Анна")  # the message was handled
+    process.send_signal(signal.SIGINT)
+    assert process.wait(TIMEOUT) == 0
+    text = "\n".join(log.read_all())
+    assert "видно-в-журнале" in text
+    assert "Traceback" not in text
+
+
+@posix_signals
+def test_server_cli_limit_flags(run_module, make_raw):
+    process, log, address = start_server(run_module, "--max-clients", "1", "--name-timeout", "0.5")
+    first = make_raw(address)
+    assert first.read_line() == protocol.NAME_PROMPT
+    second = make_raw(address)  # over --max-clients 1
+    assert second.read_line().startswith(protocol.ERROR_PREFIX)
+    second.expect_eof()
+    # --name-timeout 0.5: the silent first connection is closed soon.
+    assert first.read_line().startswith(protocol.ERROR_PREFIX)
+    first.expect_eof()
+    process.send_signal(signal.SIGINT)
+    assert process.wait(TIMEOUT) == 0
+    assert "Traceback" not in "\n".join(log.read_all())
+
+
+def test_server_cli_port_taken(run_module):
+    with socket.create_server((LOCALHOST, 0)) as taken:
+        port = taken.getsockname()[1]
+        process = run_module("tcp_chat.server", "--host", LOCALHOST, "--port", str(port),
+                             stdin=subprocess.DEVNULL)
+        out, err = process.communicate(timeout=TIMEOUT)
+    assert process.returncode == 1
+    assert str(port) in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("module", ["tcp_chat.server", "tcp_chat.client"])
+def test_help_is_russian(run_module, module):
+    process = run_module(module, "--help", stdin=subprocess.DEVNULL)
+    out, err = process.communicate(timeout=TIMEOUT)
+    assert process.returncode == 0
+    assert err == ""
+    assert "чат" in out  # the description
+    # One block per option ("  --port PORT  порт ..."); argparse's own
+    # "-h, --help" line stays as argparse words it.
+    blocks = [b for b in re.split(r"\n(?=  -)", out) if b.startswith("  -")]
+    options = {}
+    for block in blocks:
+        for option in re.findall(r"--[a-z-]+", block.split("\n")[0]):
+            options[option] = block
+    parser = importlib.import_module(module).build_parser()
+    expected = {
+        option
+        for action in parser._actions
+        for option in action.option_strings
+        if option.startswith("--") and option != "--help"
+    }
+    assert expected <= set(options), out
+    for option in expected:
+        assert CYRILLIC.search(options[option]), f"{option}: {options[option]!r}"
+    if module == "tcp_chat.server":
+        for flag in ("--host", "--port", "--max-clients", "--name-timeout",
+                     "--send-queue-limit", "--verbose"):
+            assert flag in options
+
+
+# --- Client CLI ---------------------------------------------------------------------------
+def test_client_cli_piped_stdin(server, make_client, run_module):
+    watcher = make_client(server.address, "Наблюдатель")
+    lines = ["Привет, мир!", "Вторая строка — ёжик", "Съешь ещё этих мягких булок"]
+    process = run_module(
+        "tcp_chat.client", "--host", LOCALHOST, "--port", str(server.address[1]), "--name", "Петя"
+    )
+    out, err = process.communicate("\n".join(lines) + "\n", timeout=3 * TIMEOUT)
+    assert process.returncode == 0, err
+    assert err == ""
+    assert collect(watcher, len(lines) + 2) == (
+        [join_notice("Петя")] + [f"Петя: {line}" for line in lines] + [leave_notice("Петя")]
+    )
+    shown = out.splitlines()
+    assert shown[:2] == [protocol.NAME_PROMPT, welcome_line("Наблюдатель", "Петя")]
+    assert shown[-1] == goodbye_line("Петя")  # EOF sent /quit and got the answer
+    assert LOST_NOTICE not in shown
+
+
+def test_client_cli_shows_lines_from_others(server, make_client, run_module):
+    watcher = make_client(server.address, "Наблюдатель")
+    process, out, err = start_client(run_module, server.address, "--name", "Петя")
+    assert out.wait_for(lambda line: line.startswith(protocol.WELCOME_PREFIX)) == welcome_line(
+        "Наблюдатель", "Петя"
+    )
+    assert next_line(watcher) == join_notice("Петя")
+    send_stdin(process, "раз", "два")
+    assert collect(watcher, 2) == ["Петя: раз", "Петя: два"]
+    watcher.send("ответ наблюдателя")
+    watcher.send("/msg петя по секрету")
+    out.wait_for(lambda line: line == "Наблюдатель: ответ наблюдателя")
+    out.wait_for(lambda line: line == "Наблюдатель (лично): по секрету")
+    send_stdin(process, "/quit")
+    assert process.wait(TIMEOUT) == 0
+    assert next_line(watcher) == leave_notice("Петя")
+    assert out.read_all()[-1] == goodbye_line("Петя")
+    assert err.read_all() == []
+    process.stdin.close()
+
+
+def test_client_cli_asks_for_name_without_flag(server, make_client, run_module):
+    watcher = make_client(server.address, "Наблюдатель")
+    process = run_module("tcp_chat.client", "--host", LOCALHOST, "--port", str(server.address[1]))
+    out, err = process.communicate("плохое имя\nМаша\nпривет\n", timeout=3 * TIMEOUT)
+    assert process.returncode == 0, err
+    assert collect(watcher, 3) == [join_notice("Маша"), "Маша: привет", leave_notice("Маша")]
+    shown = out.splitlines()
+    assert shown[0] == protocol.NAME_PROMPT
+    assert shown[1].startswith(protocol.ERROR_PREFIX)  # "плохое имя" has a space
+    assert shown[2] == protocol.NAME_PROMPT
+    assert shown[3] == welcome_line("Наблюдатель", "Маша")
+
+
+def test_client_cli_connection_refused(run_module):
+    port = free_port()
+    process = run_module("tcp_chat.client", "--host", LOCALHOST, "--port", str(port), "--name", "Х")
+    out, err = process.communicate("", timeout=TIMEOUT)
+    assert process.returncode == 1
+    assert len(err.strip().splitlines()) == 1, err
+    assert str(port) in err
+    assert "Traceback" not in err
+    assert out == ""
+
+
+def test_client_cli_server_goes_away(make_server, make_client, run_module):
+    server = make_server()
+    process, out, err = start_client(run_module, server.address, "--name", "Петя")
+    out.wait_for(lambda line: line.startswith(protocol.WELCOME_PREFIX))
+    # stdin stays open: the client is waiting for the user when the server stops.
+    server.stop()
+    assert process.wait(TIMEOUT) == 1
+    shown = out.read_all()
+    assert protocol.SHUTDOWN_NOTICE in shown
+    assert shown[-1] == LOST_NOTICE
+    assert "Traceback" not in "\n".join(err.read_all())
+    process.stdin.close()
+
+
+def test_nc_style_client_with_cli_client(server, make_client, run_module, make_raw):
+    """The three-person session of the issue: a CLI client, ``nc`` and one more."""
+    watcher = make_client(server.address, "Наблюдатель")
+    nc = make_raw(server.address)
+    assert nc.read_line_bytes() == (protocol.NAME_PROMPT + "\n").encode()
+    nc.send_bytes("Ник\r\n".encode())
+    assert nc.read_line() == welcome_line("Наблюдатель", "Ник")
+    assert next_line(watcher) == join_notice("Ник")
+
+    process, out, err = start_client(run_module, server.address, "--name", "Петя")
+    out.wait_for(lambda line: line.startswith(protocol.WELCOME_PREFIX))
+    assert nc.read_line() == join_notice("Петя")
+    assert next_line(watcher) == join_notice("Петя")
+
+    nc.send_bytes("привет от nc\r\n".encode())
+    assert out.wait_for(lambda line: line.startswith("Ник")) == "Ник: привет от nc"
+    assert next_line(watcher) == "Ник: привет от nc"
+
+    send_stdin(process, "привет, Ник")
+    assert nc.read_line_bytes() == "Петя: привет, Ник\n".encode()  # "\n" only, no "\r"
+    assert next_line(watcher) == "Петя: привет, Ник"
+
+    process.stdin.close()  # EOF: the client says /quit
+    assert process.wait(TIMEOUT) == 0
+    assert nc.read_line() == leave_notice("Петя")
+    nc.send_bytes(b"/quit\r\n")
+    assert nc.read_line() == goodbye_line("Ник")
+    nc.expect_eof()
+    assert next_line(watcher) == leave_notice("Петя")
+    assert next_line(watcher) == leave_notice("Ник")
+    assert err.read_all() == []
