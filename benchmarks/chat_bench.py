@@ -22,8 +22,10 @@ How one run goes
    more members with a tiny ``SO_RCVBUF`` that never read.  ``join_s`` is the
    time from the first connect to the last welcome line.
 3. The first ``senders`` members send ``messages`` messages each, ``size``
-   bytes each, at ``rate`` messages/s each (0 = as fast as it goes; senders
-   take turns message by message).  The format is in
+   bytes each, at ``rate`` messages/s each (0 = as fast as it goes: senders
+   take turns, and over TCP each write carries ``batch`` messages, 16 by
+   default, each stamped as it is made; with one write per message the
+   sender itself would be the bottleneck of an unpaced fan-out).  The format is in
    :mod:`benchmarks.sender`: ``#S.Q.T`` + padding + ``=S.Q``, with the send
    time ``T`` from ``time.perf_counter_ns()``.  Sending runs in a process of
    its own (``sender_mode="process"``: ``python -m benchmarks.sender`` gets
@@ -55,9 +57,9 @@ Result keys
 -----------
 Workload: ``kind`` ("run"), ``variant``, ``scenario`` (str or None),
 ``run`` (index, from 1), ``clients``, ``senders``, ``messages``, ``size``,
-``rate``, ``slow_readers``, ``sender_mode``, ``load_1min`` (the machine's
-load average as the run began, None where unknown: other work on the
-machine distorts every figure).
+``rate``, ``slow_readers``, ``sender_mode``, ``batch``, ``load_1min`` (the
+machine's load average as the run began, None where unknown: other work on
+the machine distorts every figure).
 
 Outcome (ints unless noted; None when the run did not get that far):
 
@@ -89,7 +91,9 @@ Outcome (ints unless noted; None when the run did not get that far):
   ``slow_readers_dropped``: slow readers the server disconnected.
 * ``stop_reason``: ``"complete"``, ``"idle"`` (nothing new for
   ``idle_timeout``: loss, or a stalled server), ``"deadline"`` or ``"error"``;
-  ``stalled`` (bool): idle while the senders were still blocked.
+  ``stalled`` (bool): idle with the senders still blocked, or (TCP, which
+  loses nothing) with deliveries missing: the server stopped forwarding.
+  ``deliveries_per_s`` of a stalled run covers only what arrived before.
 * ``server_pid``: the server's process id; ``server_exit``: how it ended
   (``"signal"``: stopped by SIGINT in time, ``"killed"``, or
   ``"exited (CODE)"`` if it had ended by itself).
@@ -155,7 +159,7 @@ members, 5 senders at 10 messages/s each (50/s in total); ``slow-reader``:
 
 DEFAULTS = dict(clients=10, senders=2, messages=1000, size=64, rate=0.0, slow_readers=0,
                 deadline=30.0, idle_timeout=2.0, window=64, sender_mode="process",
-                rcvbuf=None)
+                rcvbuf=None, batch=16)
 
 UDP_CLIENT_TIMEOUT = 3600.0
 """``--client-timeout`` of the UDP server: members of the benchmark send no
@@ -171,15 +175,15 @@ RECV_BYTES = 1 << 18
 """Bytes asked of one TCP ``recv()`` by the receiving loop."""
 
 START_TIMEOUT = 15.0
-STOP_TIMEOUT = 5.0
+STOP_TIMEOUT = 10.0
 UDP_JOIN_RETRY = 1.0
 
 RESULT_KEYS = (
     "kind", "variant", "scenario", "run", "clients", "senders", "messages", "size", "rate",
-    "slow_readers", "sender_mode", "load_1min", "joined", "join_s", "sent", "expected", "received", "lost",
-    "loss_pct", "duplicates", "out_of_order", "corrupt", "echoes", "order_mismatch_members",
-    "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "latency_max_ms",
-    "latency_p99_worst_member_ms", "deliveries_per_s", "window_s", "send_s",
+    "slow_readers", "sender_mode", "batch", "load_1min", "joined", "join_s", "sent", "expected",
+    "received", "lost", "loss_pct", "duplicates", "out_of_order", "corrupt", "echoes",
+    "order_mismatch_members", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
+    "latency_max_ms", "latency_p99_worst_member_ms", "deliveries_per_s", "window_s", "send_s",
     "server_peak_rss_mb", "server_cpu_s", "server_cpu_total_s", "harness_cpu_s",
     "members_disconnected", "slow_readers_dropped", "stop_reason", "stalled", "server_pid",
     "server_exit", "error",
@@ -312,14 +316,18 @@ def _new_socket(transport, rcvbuf):
     return sock
 
 
-def join_members(transport, address, names, rcvbufs, deadline, window=64):
+def join_members(transport, address, names, rcvbufs, deadline, window=64, readers=None):
     """Join every name; return ``(sockets, join_seconds)``.
 
-    At most ``window`` handshakes are in progress at once.  Sockets come
+    At most ``window`` handshakes are in progress at once.  The first
+    ``readers`` members (default: all) go on reading (and dropping) what
+    arrives until the last one joined, as chat clients would; the others
+    read nothing after their welcome.  Sockets come
     back in blocking mode.  Raises :class:`BenchError` (and closes them all)
     if a join is refused or ``deadline`` (``time.monotonic()``) passes.
     """
     n = len(names)
+    readers = n if readers is None else readers
     socks = []
     bufs = [b""] * n
     state = [0] * n  # 1 waiting for the prompt (TCP), 2 for the welcome, 3 joined
@@ -363,6 +371,8 @@ def join_members(transport, address, names, rcvbufs, deadline, window=64):
                 if not data:
                     raise BenchError(f"сервер закрыл соединение участника {names[i]} при входе: "
                                      f"{(bufs[i] + data)[-200:]!r}")
+                if state[i] == 3:
+                    continue  # a notice of a later join: read, as a chat client would
                 if transport == "udp":
                     lines = [data.rstrip(b"\n")]
                 else:
@@ -381,7 +391,8 @@ def join_members(transport, address, names, rcvbufs, deadline, window=64):
                         state[i] = 3
                         joined += 1
                         active.discard(i)
-                        sel.unregister(sock)  # notices of later joins wait in its buffer
+                        if i >= readers:
+                            sel.unregister(sock)  # a slow reader: reads nothing from now on
                         bufs[i] = b""
                         break
             if transport == "udp":
@@ -412,15 +423,16 @@ class Sender:
     ``mode="thread"``: a thread of this process.
     """
 
-    def __init__(self, mode, socks, ids, messages, size, rate, transport, base_ns):
+    def __init__(self, mode, socks, ids, messages, size, rate, transport, base_ns, batch=1):
         self.mode = mode
         self.socks = socks
         self.progress = [0] * 5
         self._args = (socks, ids, messages, size, rate, transport, base_ns)
+        self._batch = batch
         self._worker = None
         if mode == "process":
             params = dict(ids=ids, messages=messages, size=size, rate=rate,
-                          transport=transport, base_ns=base_ns)
+                          transport=transport, base_ns=base_ns, batch=batch)
             popen = dict(cwd=str(ROOT), env=_child_env(), stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE)
             if os.name != "nt":
@@ -449,7 +461,8 @@ class Sender:
             self._worker.stdin.flush()
         else:
             self._worker = threading.Thread(target=send_messages, name="bench sender",
-                                            args=self._args + (start_ns, self.progress),
+                                            args=self._args + (start_ns, self.progress,
+                                                               self._batch),
                                             daemon=True)
             self._worker.start()
 
@@ -719,7 +732,7 @@ def resolve_params(scenario=None, **given):
 
 def run_benchmark(variant="tcp", *, scenario=None, run=1, clients=None, senders=None,
                   messages=None, size=None, rate=None, slow_readers=None, deadline=None,
-                  idle_timeout=None, window=None, sender_mode=None, rcvbuf=None):
+                  idle_timeout=None, window=None, sender_mode=None, rcvbuf=None, batch=None):
     """Start ``variant``'s server, run one workload, stop it; return a result dict.
 
     See the module docstring for the parameters and the result keys.  Never
@@ -731,7 +744,7 @@ def run_benchmark(variant="tcp", *, scenario=None, run=1, clients=None, senders=
     p = resolve_params(scenario, clients=clients, senders=senders, messages=messages, size=size,
                        rate=rate, slow_readers=slow_readers, deadline=deadline,
                        idle_timeout=idle_timeout, window=window, sender_mode=sender_mode,
-                       rcvbuf=rcvbuf)
+                       rcvbuf=rcvbuf, batch=batch)
     if variant == "ceiling":
         p["slow_readers"] = 0  # the trivial forwarder would stall on them by design
     if not 1 <= p["senders"] <= p["clients"]:
@@ -739,7 +752,7 @@ def run_benchmark(variant="tcp", *, scenario=None, run=1, clients=None, senders=
     result = dict.fromkeys(RESULT_KEYS)
     result.update(kind="run", variant=variant, scenario=scenario, run=run,
                   **{key: p[key] for key in ("clients", "senders", "messages", "size", "rate",
-                                             "slow_readers", "sender_mode")})
+                                             "slow_readers", "sender_mode", "batch")})
     if hasattr(os, "getloadavg"):
         result["load_1min"] = round(os.getloadavg()[0], 2)
     transport = VARIANTS[variant][1]
@@ -755,7 +768,7 @@ def run_benchmark(variant="tcp", *, scenario=None, run=1, clients=None, senders=
         rcvbuf = p["rcvbuf"] if p["rcvbuf"] is not None else (UDP_RCVBUF if transport == "udp" else 0)
         rcvbufs = [rcvbuf] * p["clients"] + [SLOW_RCVBUF] * p["slow_readers"]
         socks, join_s = join_members(transport, server.address, names, rcvbufs,
-                                      deadline_at, p["window"])
+                                      deadline_at, p["window"], readers=p["clients"])
         result["join_s"] = round(join_s, 4)
         result["joined"] = len(socks)
         fast, slow = socks[:p["clients"]], socks[p["clients"]:]
@@ -764,7 +777,7 @@ def run_benchmark(variant="tcp", *, scenario=None, run=1, clients=None, senders=
         result["expected"] = sum(expected)
         base_ns = time.perf_counter_ns()
         sender = Sender(p["sender_mode"], fast[:k], list(range(k)), m, p["size"], p["rate"],
-                        transport, base_ns)
+                        transport, base_ns, p["batch"])
         idle = p["idle_timeout"] if p["rate"] <= 0 else max(p["idle_timeout"], 3 / p["rate"])
         cpu_start = server.cpu_seconds()
         harness_cpu0 = time.process_time()
@@ -788,6 +801,9 @@ def run_benchmark(variant="tcp", *, scenario=None, run=1, clients=None, senders=
         first_send = progress[FIRST_NS]
         if progress[LAST_NS]:
             result["send_s"] = round((progress[LAST_NS] - first_send) / 1e9, 4)
+        if slow:
+            result["slow_readers_dropped"] = sum(_drain_check(sock) for sock in slow)
+        _stop_server(server, slow, result)  # before the analysis: free its CPU now
         prefixes = [b"" if variant in ("naive", "ceiling") else names[s].encode() + b": "
                     for s in range(k)]
         own_ids = [i if i < k else -1 for i in range(p["clients"])]
@@ -795,24 +811,29 @@ def run_benchmark(variant="tcp", *, scenario=None, run=1, clients=None, senders=
         del chunks
         _fill_result(result, stats, first_send, base_ns)
         result["stop_reason"] = info["stop_reason"]
-        result["stalled"] = info["stalled"]
+        # TCP loses nothing: what is missing when arrivals stopped is stuck somewhere.
+        result["stalled"] = info["stop_reason"] == "idle" and (
+            info["stalled"] or (transport == "tcp" and result["lost"] > 0))
         result["members_disconnected"] = info["disconnected"]
-        if slow:
-            result["slow_readers_dropped"] = sum(_drain_check(sock) for sock in slow)
     except BenchError as error:
         result["error"] = str(error)
         result["stop_reason"] = "error"
     finally:
         if sender is not None:
             sender.stop()
-        for sock in socks[p["clients"]:]:
-            _close_abruptly(sock)
         if server is not None:
-            server.stop()
-            result["server_exit"] = server.exit
+            _stop_server(server, socks[p["clients"]:], result)
         for sock in socks:
             sock.close()
     return result
+
+
+def _stop_server(server, slow, result):
+    """Reset the slow readers' connections, then stop the server (idempotent)."""
+    for sock in slow:
+        _close_abruptly(sock)
+    server.stop()
+    result["server_exit"] = server.exit
 
 
 def _round(value, digits):
@@ -995,6 +1016,11 @@ def build_parser():
                         help=f"одновременных входов (по умолчанию {DEFAULTS['window']})")
     parser.add_argument("--sender-mode", choices=("process", "thread"),
                         help="отправители в отдельном процессе (по умолчанию) или в потоке")
+    parser.add_argument("--batch", type=int, metavar="N",
+                        help="без темпа и по TCP: отправлять по N сообщений одним sendall, "
+                             "каждое со своей отметкой времени (по умолчанию 16; 1 — одна "
+                             "запись на сообщение, как у клиента чата, но тогда потолок "
+                             "задаёт сам отправитель)")
     parser.add_argument("--rcvbuf", type=int, metavar="БАЙТ",
                         help="SO_RCVBUF быстрых участников (по умолчанию: TCP — автонастройка, "
                              f"UDP — {UDP_RCVBUF})")
@@ -1015,7 +1041,7 @@ def main(argv=None):
     kwargs = dict(clients=args.clients, senders=args.senders, messages=args.messages,
                   size=args.size, rate=args.rate, slow_readers=args.slow_readers,
                   deadline=args.deadline, idle_timeout=args.idle_timeout, window=args.window,
-                  sender_mode=args.sender_mode, rcvbuf=args.rcvbuf)
+                  sender_mode=args.sender_mode, rcvbuf=args.rcvbuf, batch=args.batch)
     try:
         params = resolve_params(args.scenario, **kwargs)
     except ValueError as error:

@@ -5,10 +5,11 @@ the same workload against this process to measure how many deliveries per
 second the benchmark itself can send and receive.  It does the least a
 forwarder can do and still keep lines whole: one thread, ``selectors``;
 a connection gets the name prompt, its first line is the name, answered
-with a welcome; after that every complete line it sends goes, in large
-blocks, to every other joined connection with a blocking ``sendall``.  No
-names are added, nothing is decoded, there are no limits: a client that
-stops reading stops everyone (so the harness never gives it slow readers).
+with a welcome; after that the complete lines read from all senders in one
+round of ``select()`` go to every other joined connection in one blocking
+``sendall`` per connection.  No names are added, nothing is decoded, there
+are no limits: a client that stops reading stops everyone (so the harness
+never gives it slow readers).
 
 Run: ``python -m benchmarks.forwarder --port 0``; stop with Ctrl+C or SIGTERM.
 """
@@ -34,6 +35,7 @@ def serve(listener):
     members = {}  # socket -> unfinished line (bytes), in the order of joining
     prompt = protocol.encode_line(protocol.NAME_PROMPT)
     while True:
+        blocks = {}  # sender socket -> its complete lines read in this round
         for key, _ in sel.select(0.5):
             sock = key.fileobj
             if sock is listener:
@@ -67,13 +69,24 @@ def serve(listener):
             end = data.rfind(b"\n") + 1
             members[sock] = data[end:]
             if end:
-                block = data[:end]
-                for other in list(members):
-                    if other is not sock:
-                        try:
-                            other.sendall(block)
-                        except OSError:
-                            pass  # it is gone; its own EOF removes it
+                blocks[sock] = data[:end]
+        if blocks:
+            forward(blocks, members)
+
+
+def forward(blocks, members):
+    """One ``sendall`` per member: the blocks of every sender but itself."""
+    everything = b"".join(blocks.values())
+    for other in list(members):
+        if other in blocks:
+            data = b"".join(block for sock, block in blocks.items() if sock is not other)
+        else:
+            data = everything
+        if data:
+            try:
+                other.sendall(data)
+            except OSError:
+                pass  # it is gone; its own EOF removes it
 
 
 def main(argv=None):

@@ -22,42 +22,36 @@ import argparse
 import logging
 import signal
 import socket
-import sys
 import threading
 
 from chat_common import protocol
 from chat_common.console import setup_logging
 
-log = logging.getLogger("benchmarks.naive_server")
-RECV_BYTES = 4096  # the usual textbook buffer size
-clients = {}  # name -> socket; shared by all threads WITHOUT a lock (the classic bug)
+clients = {}  # name -> socket, shared by all threads WITHOUT a lock (the classic bug)
 
 
 def handle(conn):
     conn.sendall(protocol.encode_line(protocol.NAME_PROMPT))
     data = b""
-    while b"\n" not in data:  # "read the name": recv until a newline
-        chunk = conn.recv(RECV_BYTES)
+    while b"\n" not in data:  # the name: recv until a newline; what follows it is lost
+        chunk = conn.recv(4096)
         if not chunk:
             return conn.close()
         data += chunk
-    name = data.split(b"\n")[0].decode("utf-8", "replace").strip()  # the rest is lost
+    name = data.split(b"\n")[0].decode("utf-8", "replace").strip()
     conn.sendall(protocol.encode_line(f"{protocol.WELCOME_PREFIX}, {name}!"))
     clients[name] = conn
     try:
-        while True:
-            chunk = conn.recv(RECV_BYTES)
-            if not chunk:
-                break
+        while chunk := conn.recv(4096):  # the textbook buffer size
             try:
-                for other in clients.values():  # may raise: dict changed size
+                for other in clients.values():  # RuntimeError if the dict changes meanwhile
                     if other is not conn:
                         try:
                             other.sendall(chunk)  # blocks while that client does not read
                         except Exception:
                             pass
             except RuntimeError:
-                pass  # the chunk is lost for the remaining clients
+                pass  # the chunk is lost for the clients not reached yet
     except OSError:
         pass
     finally:
@@ -66,16 +60,15 @@ def handle(conn):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.naive_server",
-                                     description="Наивный сервер-эталон для сравнения (заведомо неверный).")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.naive_server")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5052)
     args = parser.parse_args(argv)
     setup_logging(False)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops it like Ctrl+C
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM acts as Ctrl+C
     server = socket.create_server((args.host, args.port), backlog=128)
-    server.settimeout(0.5)  # so that Ctrl+C is noticed on Windows too
-    log.info("Сервер naive слушает %s:%s", *server.getsockname()[:2])
+    server.settimeout(0.5)  # wake up now and then: Ctrl+C on Windows
+    logging.info("Сервер naive слушает %s:%s", *server.getsockname()[:2])
     try:
         while True:
             try:
@@ -85,11 +78,9 @@ def main(argv=None):
             conn.settimeout(None)
             threading.Thread(target=handle, args=(conn,), daemon=True).start()
     except KeyboardInterrupt:
-        log.info("Сервер остановлен")
-    finally:
-        server.close()
+        logging.info("Сервер остановлен")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -36,7 +36,8 @@ def make_message(sender, seq, t_ns, size):
     return head + b"x" * max(size - len(head) - len(tail), 0) + tail
 
 
-def send_messages(socks, ids, messages, size, rate, transport, base_ns, start_ns, progress):
+def send_messages(socks, ids, messages, size, rate, transport, base_ns, start_ns, progress,
+                  batch=1):
     """Send ``messages`` messages on every socket, the senders taking turns.
 
     ``ids[j]``: sender number written into the messages of ``socks[j]``;
@@ -44,17 +45,22 @@ def send_messages(socks, ids, messages, size, rate, transport, base_ns, start_ns
     sends message ``q`` at ``start_ns + (q + j/len(socks)) / rate``);
     ``transport``: ``"tcp"`` (lines with ``\\n``, ``sendall``) or ``"udp"``
     (one datagram each); ``start_ns``: when to begin (``perf_counter_ns``);
-    times in the messages are relative to ``base_ns``.  ``progress`` (a list
-    of 5) gets SENT, FIRST_NS, LAST_NS (relative to ``base_ns``), DONE and
-    CPU_US.  Stops quietly when a socket fails (the harness shut it down).
+    times in the messages are relative to ``base_ns``.  ``batch``: TCP and
+    unpaced only, messages joined into one ``sendall`` (each still stamped
+    when it is made); 1 means one write per message, like a chat client.
+    ``progress`` (a list of 5) gets SENT, FIRST_NS, LAST_NS (relative to
+    ``base_ns``), DONE and CPU_US.  Stops quietly when a socket fails (the
+    harness shut it down).
     """
     clock = time.perf_counter_ns
     cpu0 = time.thread_time()
-    ending = b"\n" if transport == "tcp" else b""
-    sends = [sock.sendall if transport == "tcp" else sock.send for sock in socks]
+    tcp = transport == "tcp"
+    ending = b"\n" if tcp else b""
+    sends = [sock.sendall if tcp else sock.send for sock in socks]
     pad = b"x" * size
     count = len(socks)
     interval = 1e9 / rate if rate > 0 else 0.0
+    batch = max(1, int(batch)) if tcp and not interval else 1
     sent = 0
     try:
         while True:
@@ -63,18 +69,23 @@ def send_messages(socks, ids, messages, size, rate, transport, base_ns, start_ns
                 break
             time.sleep(left / 1e9)
         progress[FIRST_NS] = clock() - base_ns
-        for seq in range(messages):
+        for first in range(0, messages, batch):
+            last = min(first + batch, messages)
             for j in range(count):
+                sender = ids[j]
                 if interval:
-                    left = start_ns + int((seq + j / count) * interval) - clock()
+                    left = start_ns + int((first + j / count) * interval) - clock()
                     if left > 0:
                         time.sleep(left / 1e9)
-                sender = ids[j]
-                head = b"#%d.%d.%d " % (sender, seq, clock() - base_ns)
-                tail = b"=%d.%d" % (sender, seq)
-                fill = size - len(head) - len(tail)
-                sends[j](head + pad[:fill] + tail + ending if fill > 0 else head + tail + ending)
-                sent += 1
+                lines = []
+                for seq in range(first, last):
+                    head = b"#%d.%d.%d " % (sender, seq, clock() - base_ns)
+                    tail = b"=%d.%d" % (sender, seq)
+                    fill = size - len(head) - len(tail)
+                    lines.append(head + pad[:fill] + tail + ending if fill > 0
+                                 else head + tail + ending)
+                sends[j](b"".join(lines) if len(lines) > 1 else lines[0])
+                sent += last - first
                 progress[SENT] = sent
         progress[LAST_NS] = clock() - base_ns
     except OSError:
@@ -107,7 +118,7 @@ def main():
         if line.strip():
             send_messages(socks, params["ids"], params["messages"], params["size"],
                           params["rate"], params["transport"], params["base_ns"],
-                          int(line), progress)
+                          int(line), progress, params.get("batch", 1))
     except _Stop:
         pass
     finally:
