@@ -10,9 +10,10 @@ the process:
   both ``tcp_chat.client.ChatClient`` and ``udp_chat.client.ChatClient``
   have them.
 * :func:`setup_logging` and :func:`serve_until_signal`: how both server
-  programs log and stop.
+  programs log and stop; :func:`make_parser`: command-line help in Russian.
 """
 
+import argparse
 import logging
 import os
 import signal
@@ -74,6 +75,9 @@ class Console:
         Must run in the main thread.  Exit code 0 after the user's ``/quit``,
         end of input or Ctrl+C; 1 if the connection was lost first.
         """
+        # The receiver thread wakes us with SIGINT, so it must not stay ignored
+        # (a shell starts background jobs with SIGINT ignored).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             self._send_typed_lines(client)
         except KeyboardInterrupt:
@@ -146,3 +150,24 @@ def serve_until_signal(server, log):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         server.stop()
     return 0
+
+
+class _RussianHelpFormatter(argparse.HelpFormatter):
+    def add_usage(self, usage, actions, groups, prefix=None):
+        return super().add_usage(usage, actions, groups, prefix or "Запуск: ")
+
+
+def make_parser(prog, description):
+    """Return ``(parser, options)``: an ``argparse.ArgumentParser`` whose help
+    headings are in Russian, and the argument group to add options to.
+
+    argparse writes its own words ("usage:", "options:") in English; the
+    program's users read Russian.
+    """
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, add_help=False,
+        formatter_class=_RussianHelpFormatter,
+    )
+    options = parser.add_argument_group("параметры")
+    options.add_argument("-h", "--help", action="help", help="показать эту справку и выйти")
+    return parser, options

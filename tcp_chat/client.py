@@ -8,7 +8,6 @@ commands, ``/quit`` to leave.  Also usable as a library (tests, notebooks)::
         print(client.lines.get(timeout=1))
 """
 
-import argparse
 import queue
 import socket
 import sys
@@ -16,7 +15,7 @@ import threading
 
 from chat_common import config
 from chat_common import protocol
-from chat_common.console import Console
+from chat_common.console import Console, make_parser
 
 RECV_BYTES = 65536
 
@@ -156,16 +155,16 @@ class ChatClient:
 # --- Command line ----------------------------------------------------------
 def build_parser():
     """The argument parser of ``python -m tcp_chat.client`` (help in Russian)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m tcp_chat.client",
-        description="Многопользовательский чат: клиент TCP. "
+    parser, options = make_parser(
+        "python -m tcp_chat.client",
+        "Многопользовательский чат: клиент TCP. "
                     "Пишите сообщения и нажимайте Enter; /help — список команд, /quit — выход.",
     )
-    parser.add_argument("--host", default=config.HOST,
+    options.add_argument("--host", default=config.HOST, metavar="АДРЕС",
                         help=f"адрес сервера (по умолчанию {config.HOST})")
-    parser.add_argument("--port", type=int, default=config.TCP_PORT,
+    options.add_argument("--port", type=int, default=config.TCP_PORT, metavar="ПОРТ",
                         help=f"порт сервера (по умолчанию {config.TCP_PORT})")
-    parser.add_argument("--name", help="имя в чате; без него клиент спросит имя")
+    options.add_argument("--name", metavar="ИМЯ", help="имя в чате; без него клиент спросит имя")
     return parser
 
 

@@ -17,7 +17,6 @@ disconnected.
 Run: ``python -m tcp_chat.server --port 5050``; stop with Ctrl+C.
 """
 
-import argparse
 import logging
 import socket
 import sys
@@ -26,7 +25,7 @@ import time
 
 from chat_common import config
 from chat_common import protocol
-from chat_common.console import serve_until_signal, setup_logging
+from chat_common.console import make_parser, serve_until_signal, setup_logging
 
 log = logging.getLogger("tcp_chat.server")
 
@@ -465,40 +464,40 @@ class ChatServer:
 # --- Command line ----------------------------------------------------------
 def build_parser():
     """The argument parser of ``python -m tcp_chat.server`` (help in Russian)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m tcp_chat.server",
-        description="Многопользовательский чат: сервер TCP. Остановка — Ctrl+C.",
+    parser, options = make_parser(
+        "python -m tcp_chat.server",
+        "Многопользовательский чат: сервер TCP. Остановка — Ctrl+C.",
     )
-    parser.add_argument("--host", default=config.HOST,
+    options.add_argument("--host", default=config.HOST, metavar="АДРЕС",
                         help=f"адрес, на котором слушать (по умолчанию {config.HOST}; "
                              "0.0.0.0 — все сетевые интерфейсы)")
-    parser.add_argument("--port", type=int, default=config.TCP_PORT,
+    options.add_argument("--port", type=int, default=config.TCP_PORT, metavar="ПОРТ",
                         help=f"порт TCP (по умолчанию {config.TCP_PORT}; 0 — любой свободный)")
-    parser.add_argument("--max-clients", type=int, default=config.MAX_CLIENTS, metavar="N",
+    options.add_argument("--max-clients", type=int, default=config.MAX_CLIENTS, metavar="N",
                         help=f"наибольшее число подключений (по умолчанию {config.MAX_CLIENTS})")
-    parser.add_argument("--name-timeout", type=float, default=config.NAME_TIMEOUT,
+    options.add_argument("--name-timeout", type=float, default=config.NAME_TIMEOUT,
                         metavar="СЕКУНДЫ",
                         help=f"сколько секунд ждать имя нового клиента "
                              f"(по умолчанию {config.NAME_TIMEOUT:g})")
-    parser.add_argument("--send-queue-limit", type=int, default=config.SEND_QUEUE_LIMIT,
+    options.add_argument("--send-queue-limit", type=int, default=config.SEND_QUEUE_LIMIT,
                         metavar="СТРОКИ",
                         help=f"сколько строк может ждать отправки одному клиенту, прежде чем "
                              f"его отключат как не успевающего (по умолчанию {config.SEND_QUEUE_LIMIT})")
-    parser.add_argument("--send-queue-bytes", type=int, default=config.SEND_QUEUE_BYTES,
+    options.add_argument("--send-queue-bytes", type=int, default=config.SEND_QUEUE_BYTES,
                         metavar="БАЙТЫ",
                         help=f"то же ограничение в байтах (по умолчанию {config.SEND_QUEUE_BYTES})")
-    parser.add_argument("--max-message-bytes", type=int, default=config.MAX_MESSAGE_BYTES,
+    options.add_argument("--max-message-bytes", type=int, default=config.MAX_MESSAGE_BYTES,
                         metavar="БАЙТЫ",
                         help=f"наибольшая длина сообщения в байтах без конца строки "
                              f"(по умолчанию {config.MAX_MESSAGE_BYTES})")
-    parser.add_argument("--flush-timeout", type=float, default=config.SHUTDOWN_FLUSH_TIMEOUT,
+    options.add_argument("--flush-timeout", type=float, default=config.SHUTDOWN_FLUSH_TIMEOUT,
                         metavar="СЕКУНДЫ",
                         help=f"сколько секунд при остановке дослать очереди "
                              f"(по умолчанию {config.SHUTDOWN_FLUSH_TIMEOUT:g})")
-    parser.add_argument("--backlog", type=int, default=config.BACKLOG, metavar="N",
+    options.add_argument("--backlog", type=int, default=config.BACKLOG, metavar="N",
                         help=f"очередь ещё не принятых подключений в ядре "
                              f"(по умолчанию {config.BACKLOG})")
-    parser.add_argument("-v", "--verbose", action="store_true",
+    options.add_argument("-v", "--verbose", action="store_true",
                         help="подробный журнал, включая текст сообщений")
     return parser
 

@@ -9,7 +9,6 @@ with the same interface as ``tcp_chat.client.ChatClient``::
         print(client.lines.get(timeout=1))
 """
 
-import argparse
 import queue
 import socket
 import sys
@@ -17,7 +16,7 @@ import threading
 
 from chat_common import config
 from chat_common import protocol
-from chat_common.console import Console
+from chat_common.console import Console, make_parser
 
 RECV_BYTES = 65535
 """Receive buffer in bytes: any UDP datagram fits."""
@@ -152,17 +151,17 @@ class ChatClient:
 # --- Command line ----------------------------------------------------------
 def build_parser():
     """The argument parser of ``python -m udp_chat.client`` (help in Russian)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m udp_chat.client",
-        description="Многопользовательский чат: клиент UDP. "
+    parser, options = make_parser(
+        "python -m udp_chat.client",
+        "Многопользовательский чат: клиент UDP. "
                     "Пишите сообщения и нажимайте Enter; /help — список команд, /quit — выход.",
     )
-    parser.add_argument("--host", default=config.HOST,
+    options.add_argument("--host", default=config.HOST, metavar="АДРЕС",
                         help=f"адрес сервера (по умолчанию {config.HOST})")
-    parser.add_argument("--port", type=int, default=config.UDP_PORT,
+    options.add_argument("--port", type=int, default=config.UDP_PORT, metavar="ПОРТ",
                         help=f"порт сервера (по умолчанию {config.UDP_PORT})")
-    parser.add_argument("--name", help="имя в чате; без него клиент спросит имя")
-    parser.add_argument("--heartbeat", type=float, default=config.HEARTBEAT_INTERVAL,
+    options.add_argument("--name", metavar="ИМЯ", help="имя в чате; без него клиент спросит имя")
+    options.add_argument("--heartbeat", type=float, default=config.HEARTBEAT_INTERVAL,
                         metavar="СЕКУНДЫ",
                         help=f"как часто сообщать серверу, что клиент жив "
                              f"(по умолчанию раз в {config.HEARTBEAT_INTERVAL:g} с)")

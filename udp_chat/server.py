@@ -15,7 +15,6 @@ Compare with ``tcp_chat/server.py``: the chat rules are the same
 Run: ``python -m udp_chat.server --port 5051``; stop with Ctrl+C.
 """
 
-import argparse
 import logging
 import socket
 import sys
@@ -24,7 +23,7 @@ import time
 
 from chat_common import config
 from chat_common import protocol
-from chat_common.console import serve_until_signal, setup_logging
+from chat_common.console import make_parser, serve_until_signal, setup_logging
 
 log = logging.getLogger("udp_chat.server")
 
@@ -210,24 +209,24 @@ class ChatServer:
 # --- Command line ----------------------------------------------------------
 def build_parser():
     """The argument parser of ``python -m udp_chat.server`` (help in Russian)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m udp_chat.server",
-        description="Многопользовательский чат: сервер UDP. Остановка — Ctrl+C.",
+    parser, options = make_parser(
+        "python -m udp_chat.server",
+        "Многопользовательский чат: сервер UDP. Остановка — Ctrl+C.",
     )
-    parser.add_argument("--host", default=config.HOST,
+    options.add_argument("--host", default=config.HOST, metavar="АДРЕС",
                         help=f"адрес, на котором слушать (по умолчанию {config.HOST}; "
                              "0.0.0.0 — все сетевые интерфейсы)")
-    parser.add_argument("--port", type=int, default=config.UDP_PORT,
+    options.add_argument("--port", type=int, default=config.UDP_PORT, metavar="ПОРТ",
                         help=f"порт UDP (по умолчанию {config.UDP_PORT}; 0 — любой свободный)")
-    parser.add_argument("--client-timeout", type=float, default=config.CLIENT_TIMEOUT,
+    options.add_argument("--client-timeout", type=float, default=config.CLIENT_TIMEOUT,
                         metavar="СЕКУНДЫ",
                         help=f"через сколько секунд тишины участник считается ушедшим "
                              f"(по умолчанию {config.CLIENT_TIMEOUT:g})")
-    parser.add_argument("--max-message-bytes", type=int, default=config.MAX_MESSAGE_BYTES,
+    options.add_argument("--max-message-bytes", type=int, default=config.MAX_MESSAGE_BYTES,
                         metavar="БАЙТЫ",
                         help=f"наибольшая длина датаграммы в байтах без конца строки "
                              f"(по умолчанию {config.MAX_MESSAGE_BYTES})")
-    parser.add_argument("-v", "--verbose", action="store_true",
+    options.add_argument("-v", "--verbose", action="store_true",
                         help="подробный журнал, включая текст сообщений")
     return parser
 
