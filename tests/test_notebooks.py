@@ -31,15 +31,8 @@ def test_every_notebook_is_listed():
     assert present <= set(EXPECTED), f"add to EXPECTED: {present - set(EXPECTED)}"
 
 
-def notebook_params():
-    for name in EXPECTED:
-        marks = [pytest.mark.timeout(300)]
-        if not (NOTEBOOKS / name).exists():
-            marks.append(pytest.mark.skip(reason=f"{name} is not written yet"))
-        yield pytest.param(name, marks=marks, id=name.removesuffix(".ipynb"))
-
-
-@pytest.mark.parametrize("name", notebook_params())
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("name", EXPECTED)
 def test_notebook_executes(name, tmp_path, monkeypatch):
     # Notebook 03 saves its figures here instead of report/figures.
     monkeypatch.setenv("CHAT_FIGURES_DIR", str(tmp_path / "figures"))
