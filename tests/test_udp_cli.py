@@ -1,0 +1,217 @@
+"""The UDP command-line programs as real subprocesses.
+
+``python -m udp_chat.server`` and ``python -m udp_chat.client`` run from the
+repo root with UTF-8 pipes, against real UDP sockets on 127.0.0.1 with ports
+chosen by the OS.  Every wait is bounded; a child still running at the end of
+a test is killed.
+"""
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from chat_common import config
+from chat_common import protocol
+from chat_common.console import LOST_NOTICE
+from tests import udp_support
+from tests.udp_support import (
+    LOCALHOST,
+    TIMEOUT,
+    USERS_PREFIX,
+    Child,
+    chat_room,
+    dead_udp_port,
+    is_notice_about,
+    next_line,
+    online,
+    run_module,
+)
+
+# Fixtures shared with the other UDP test module (see tests/udp_support.py).
+udp_server = udp_support.udp_server
+make_peer = udp_support.make_peer
+make_udp_client = udp_support.make_udp_client
+make_udp_server = udp_support.make_udp_server
+
+# An exception escaping a thread of the in-process server is a failure.
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+
+posix_signals = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+BOUND_ADDRESS = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3}):(\d+)")
+"""``HOST:PORT`` in the start-up log line (the timestamp has no dotted quad)."""
+
+
+@pytest.fixture
+def spawn():
+    """Factory of :class:`Child` processes, killed at the end if still running."""
+    children = []
+
+    def start(module, *args, **kwargs):
+        child = Child(module, *args, **kwargs)
+        children.append(child)
+        return child
+
+    yield start
+    for child in children:
+        child.kill()
+
+
+def start_server(spawn, *args):
+    """Start the server CLI on a free port; return ``(child, (host, port))``."""
+    child = spawn("udp_chat.server", "--port", 0, *args)
+    line = child.wait_for(child.stderr, BOUND_ADDRESS.search)
+    host, port = BOUND_ADDRESS.search(line).groups()
+    assert host == config.HOST and int(port) > 0, line
+    return child, (host, int(port))
+
+
+def assert_no_traceback(text):
+    assert "Traceback" not in text, text
+
+
+def client_users(client):
+    client.send("/users")
+    return online(next_line(client.lines))
+
+
+# --- Help --------------------------------------------------------------------------
+@pytest.mark.parametrize("module, flag", [
+    ("udp_chat.server", "--client-timeout"),
+    ("udp_chat.client", "--heartbeat"),
+])
+def test_help_is_in_russian(module, flag):
+    result = run_module(module, "--help")
+    assert result.returncode == 0, result.stderr
+    assert flag in result.stdout and "--port" in result.stdout
+    assert "порт" in result.stdout and "UDP" in result.stdout
+    assert "по умолчанию" in result.stdout
+
+
+# --- Server ------------------------------------------------------------------------
+@posix_signals
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_server_logs_bound_address_and_stops_on_signal(spawn, make_peer, signum):
+    child, address = start_server(spawn, "--client-timeout", 30)
+    anya, boris = chat_room(make_peer, address, "Аня", "Борис")
+    anya.send("секрет")
+    assert boris.recv() == "Аня: секрет"
+
+    child.proc.send_signal(signum)
+    assert anya.recv() == protocol.SHUTDOWN_NOTICE
+    assert boris.recv() == protocol.SHUTDOWN_NOTICE
+    assert child.wait() == 0
+    log = "\n".join(child.err_lines)
+    assert_no_traceback(log)
+    assert "{}:{}".format(*anya.address) in log  # joins are logged with the address
+    assert "секрет" not in log  # message text only with -v
+
+
+def test_server_on_a_busy_port_exits_1_without_traceback():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind((LOCALHOST, 0))
+        result = run_module("udp_chat.server", "--port", taken.getsockname()[1])
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert_no_traceback(result.stderr)
+
+
+@posix_signals
+def test_cli_client_and_server_shutdown_end_to_end(spawn):
+    server_child, (host, port) = start_server(spawn, "--client-timeout", 30, "-v")
+    client_child = spawn("udp_chat.client", "--host", host, "--port", port, "--name", "Вася",
+                         "--heartbeat", 0.2, stdin=subprocess.PIPE)
+    welcome = client_child.wait_for(client_child.stdout, bool)
+    assert welcome.startswith(f"{protocol.WELCOME_PREFIX}, Вася!")
+    client_child.proc.stdin.write("всем привет\n".encode(config.ENCODING))
+    client_child.proc.stdin.flush()
+    # -v: the server logs message texts.
+    server_child.wait_for(server_child.stderr, lambda line: "всем привет" in line)
+
+    server_child.proc.send_signal(signal.SIGINT)
+    assert server_child.wait() == 0
+    # The client shows the notice and ends by itself, its stdin still open:
+    # code 1, the server went away before the user's /quit.
+    client_child.wait_for(client_child.stdout, lambda line: line == protocol.SHUTDOWN_NOTICE)
+    assert client_child.wait() == 1
+    assert LOST_NOTICE in client_child.out_lines
+    assert_no_traceback("\n".join(server_child.err_lines + client_child.err_lines))
+
+
+# --- Client ------------------------------------------------------------------------
+def test_client_sends_piped_lines_in_order_and_quits_at_eof(udp_server, make_udp_client):
+    watcher = make_udp_client(udp_server.address, "Наблюдатель")
+    lines = ["Привет всем!", "Как дела?", "Ещё одна строка, с «кавычками»"]
+    result = run_module("udp_chat.client", "--port", udp_server.address[1], "--name", "Вася",
+                        "--heartbeat", 0.2, input="".join(line + "\n" for line in lines + ["/users"]))
+    assert result.returncode == 0, result.stderr
+    assert_no_traceback(result.stderr)
+
+    assert is_notice_about(next_line(watcher.lines), "Вася")
+    for line in lines:
+        assert next_line(watcher.lines) == f"Вася: {line}"
+    assert is_notice_about(next_line(watcher.lines), "Вася")  # left at EOF
+    assert client_users(watcher) == ["Наблюдатель"]
+
+    out = result.stdout.splitlines()
+    assert out[0].startswith(f"{protocol.WELCOME_PREFIX}, Вася!"), out
+    (users,) = [line for line in out if line.startswith(USERS_PREFIX)]
+    assert online(users) == ["Наблюдатель", "Вася"]
+    assert out[-1].startswith(protocol.GOODBYE_PREFIX), out
+
+
+def test_client_stops_reading_at_quit(udp_server, make_udp_client):
+    watcher = make_udp_client(udp_server.address, "Наблюдатель")
+    result = run_module("udp_chat.client", "--port", udp_server.address[1], "--name", "Вася",
+                        input="раз\n/quit\nдва\n")
+    assert result.returncode == 0, result.stderr
+    assert is_notice_about(next_line(watcher.lines), "Вася")
+    assert next_line(watcher.lines) == "Вася: раз"
+    assert is_notice_about(next_line(watcher.lines), "Вася")  # "два" was never sent
+    assert client_users(watcher) == ["Наблюдатель"]
+
+
+def test_client_to_a_port_where_nothing_listens_exits_1():
+    started = time.monotonic()
+    result = run_module("udp_chat.client", "--port", dead_udp_port(), "--name", "Вася")
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert_no_traceback(result.stderr)
+    # "Port unreachable" comes back at once; at worst the join timeout runs out.
+    assert time.monotonic() - started < config.JOIN_TIMEOUT + TIMEOUT
+
+
+def test_client_gives_up_when_the_server_does_not_answer():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as mute:
+        mute.bind((LOCALHOST, 0))
+        mute.settimeout(TIMEOUT)
+        result = run_module("udp_chat.client", "--port", mute.getsockname()[1], "--name", "Вася")
+        assert mute.recv(65535) == "/join Вася".encode(config.ENCODING)
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert_no_traceback(result.stderr)
+
+
+def test_client_with_a_refused_name_exits_at_eof_without_traceback(udp_server, make_udp_client):
+    watcher = make_udp_client(udp_server.address, "Наблюдатель")
+    result = run_module("udp_chat.client", "--port", udp_server.address[1],
+                        "--name", "Иван Петров", input="")
+    assert result.returncode in (0, 1)
+    assert protocol.ERROR_PREFIX in result.stderr  # the server's reason is shown
+    assert_no_traceback(result.stderr)
+    assert client_users(watcher) == ["Наблюдатель"]
+
+
+def test_client_asks_again_after_a_taken_name(udp_server, make_udp_client):
+    watcher = make_udp_client(udp_server.address, "Аня")
+    result = run_module("udp_chat.client", "--port", udp_server.address[1], "--name", "АНЯ",
+                        input="Вася\nпривет\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count(protocol.ERROR_PREFIX) == 1, result.stderr
+    assert is_notice_about(next_line(watcher.lines), "Вася")
+    assert next_line(watcher.lines) == "Вася: привет"
