@@ -389,15 +389,15 @@ def tests_section(run):
     for path, count in collected.items():
         got = files.get(path)
         if got is None:  # the report's own test, or a file added after the run
-            results = ["—", "—", "—"]
+            result = "—"
         else:
-            results = [got["passed"], got["failed"], got["skipped"]]
+            result = f"{got['passed']} / {got['failed']} / {got['skipped']}"
         role = TEST_ROLES.get(path) or module_docstring(ROOT / path) or "—"
-        rows.append([f"`{path}`", role, count, *results])
+        rows.append([f"`{path.removeprefix('tests/')}`", role, count, result])
     total = run["collected_total"]
     r = run["run"]
-    rows.append(["**всего**", "", f"**{total}**", f"**{r['passed']}**", f"**{r['failed']}**",
-                 f"**{r['skipped']}**"])
+    rows.append(["**всего**", "", f"**{total}**",
+                 f"**{r['passed']} / {r['failed']} / {r['skipped']}**"])
     env = run["environment"]
     out = [
         f"Набор тестов (pytest и pytest-timeout) насчитывает **{total}** "
@@ -408,9 +408,9 @@ def tests_section(run):
         "выбирает система, поэтому не мешают запущенному вручную чату. "
         "Каждое ожидание в тестах ограничено по времени, а pytest-timeout "
         "прерывает зависший тест.",
-        "Таблица {{tab:tests}} — Что проверяют тесты\n\n"
-        + table(["файл", "что проверяется", "тестов", "пройдено", "не пройдено", "пропущено"],
-                rows, "llrrrr"),
+        "Таблица {{tab:tests}} — Что проверяют тесты (файлы в папке `tests/`; результат "
+        "прогона: пройдено / не пройдено / пропущено)\n\n"
+        + table(["файл", "что проверяется", "тестов", "результат"], rows, "llrr"),
         "Результат прогона, выполненного сборкой отчёта командой "
         f"`{run['command']}` (Python {env['python']}, pytest {env['pytest']}, "
         f"{env['system']}, процессоров: {env['cpus']}):",

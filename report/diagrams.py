@@ -12,6 +12,7 @@ Three figures:
 * ``udp_sequence.png``: a UDP session as a sequence diagram.
 """
 
+import hashlib
 from pathlib import Path
 
 import matplotlib
@@ -52,10 +53,21 @@ def _figure(width, height):
     return fig, ax
 
 
+def fingerprint():
+    """What the drawings depend on, as one string: this module's source and
+    the configuration values.  Stored in every PNG (a text chunk), so a test
+    can tell that the diagrams are stale without drawing them again."""
+    source = Path(__file__).read_text(encoding="utf-8")
+    values = sorted((name, repr(value)) for name, value in vars(config).items()
+                    if name.isupper())
+    digest = hashlib.sha256((source + repr(values)).encode("utf-8")).hexdigest()
+    return f"report diagrams {digest}"
+
+
 def _save(fig, path):
-    # No metadata: the file depends only on the drawing, not on when or with
-    # which matplotlib version it was made.
-    fig.savefig(path, dpi=DPI, metadata={"Software": None}, facecolor="white")
+    # No time or software version in the file: it depends only on the drawing.
+    fig.savefig(path, dpi=DPI, facecolor="white",
+                metadata={"Software": None, "Description": fingerprint()})
     plt.close(fig)
 
 

@@ -73,6 +73,19 @@ def test_images_referenced_by_the_report_exist():
 
 
 @pytest.mark.timeout(30)
+def test_diagrams_are_drawn_from_the_current_code():
+    pytest.importorskip("matplotlib")
+    from report import diagrams
+
+    marker = diagrams.fingerprint().encode("ascii")
+    for name in diagrams.DIAGRAMS:
+        path = build.DIAGRAMS / name
+        assert path.is_file(), f"нет {name}: {REBUILD}"
+        # PNG text chunks are stored as is, so the marker is found verbatim.
+        assert marker in path.read_bytes(), f"схема {name} устарела: {REBUILD}"
+
+
+@pytest.mark.timeout(30)
 def test_pdf_is_rendered_from_the_current_markdown():
     from report import pdf
 
