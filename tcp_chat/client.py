@@ -59,6 +59,9 @@ class ChatClient:
         self._pending = []  # lines read during the handshake but not yet delivered
         self._send_lock = threading.Lock()  # one sendall at a time: lines never mix
         self.sock = socket.create_connection((host, port), timeout=timeout)
+        # Each line is sent at once; without this, Nagle's algorithm would hold
+        # a second short line until the first is acknowledged (up to 40 ms).
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             if name is not None:
                 self._join(name)

@@ -23,6 +23,10 @@ RECV_BYTES = 65535
 
 PING = "/ping"
 
+_FORGOTTEN = (protocol.SHUTDOWN_NOTICE, protocol.JOIN_FIRST)
+"""Lines after which the server no longer counts us as a member: it is
+stopping, or it removed us after a silence (the machine slept, say)."""
+
 
 class ChatClient:
     """A member of the UDP chat.
@@ -89,7 +93,7 @@ class ChatClient:
                 if not line and self._stop_heartbeat.is_set():
                     break  # close() shut the socket down
                 self._on_line(line)
-                if line.startswith(protocol.GOODBYE_PREFIX) or line == protocol.SHUTDOWN_NOTICE:
+                if line.startswith(protocol.GOODBYE_PREFIX) or line in _FORGOTTEN:
                     break  # the server has forgotten us: nothing more will come
         except OSError:
             pass  # ConnectionRefusedError: the server is gone; or closed by close()

@@ -127,13 +127,15 @@ class ChatServer:
 
     def _handle(self, data, address):
         """Apply one datagram from ``address``."""
+        if address in self._room:
+            # Any datagram, even a refused one, shows the member is alive.
+            self._last_seen[address] = time.monotonic()
         try:
             text = protocol.decode_message(data, self.max_message_bytes)
         except protocol.MessageRefused as error:
             self._reply(address, protocol.error_line(str(error)))
             return
         if address in self._room:
-            self._last_seen[address] = time.monotonic()
             self._handle_member(address, text)
         else:
             self._handle_stranger(address, text)
