@@ -129,33 +129,27 @@ class LineFramer:
         whose items are ``bytes`` (one complete line, without ``\\n`` but
         possibly ending in ``\\r``, not yet decoded) or :data:`LINE_TOO_LONG`.
         """
-        events = []
-        start = 0
         if self._discarding:
             newline = data.find(b"\n")
             if newline < 0:
-                return events
+                return []
             self._discarding = False
-            start = newline + 1
+            data = data[newline + 1:]
         else:
             data = self._tail + data
-        while True:
-            newline = data.find(b"\n", start)
-            if newline < 0:
-                break
-            line = data[start:newline]
-            ending = 1 if line.endswith(b"\r") else 0  # \r\n counts as the ending
-            if len(line) - ending > self.max_line_bytes:
-                events.append(LINE_TOO_LONG)
-            else:
-                events.append(line)
-            start = newline + 1
-        self._tail = data[start:]
+        lines = data.split(b"\n")  # one C call, however many lines arrived
+        self._tail = lines.pop()  # the unfinished rest (b"" after a final \n)
+        if lines and max(map(len, lines)) > self.max_line_bytes:
+            lines = [self._check_length(line) for line in lines]
         if len(self._tail) > self.max_line_bytes + 1:
-            events.append(LINE_TOO_LONG)
+            lines.append(LINE_TOO_LONG)
             self._tail = b""
             self._discarding = True
-        return events
+        return lines
+
+    def _check_length(self, line):
+        ending = 1 if line.endswith(b"\r") else 0  # \r\n counts as the ending
+        return LINE_TOO_LONG if len(line) - ending > self.max_line_bytes else line
 
     @property
     def buffered(self):
@@ -196,6 +190,44 @@ def decode_message(raw, max_bytes=config.MAX_MESSAGE_BYTES):
     return text
 
 
+# The same set without \n, to check many lines joined by \n at once.
+_CONTROL_CHARS_BUT_NEWLINE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def decode_lines(events, max_bytes=config.MAX_MESSAGE_BYTES):
+    """Decode the events of :meth:`LineFramer.feed`, in order.
+
+    Returns a list with one item per event: the ``str`` of a valid line, or
+    the :class:`MessageRefused` error for a refused one (:data:`LINE_TOO_LONG`
+    included), with the same rules as :func:`decode_message`.
+
+    When every line is fine, which is nearly always, the whole batch costs
+    one ``decode()`` and one regular-expression search instead of one each
+    per line: that matters to a server receiving thousands of lines a second.
+    """
+    if not events:
+        return []
+    if LINE_TOO_LONG not in events:
+        joined = b"\n".join(events)
+        if b"\r" not in joined and max(map(len, events), default=0) <= max_bytes:
+            try:
+                text = joined.decode(config.ENCODING)
+            except UnicodeDecodeError:
+                text = None
+            if text is not None and not _CONTROL_CHARS_BUT_NEWLINE.search(text):
+                return text.split("\n")
+    return [_decode_or_error(event, max_bytes) for event in events]
+
+
+def _decode_or_error(event, max_bytes):
+    if event is LINE_TOO_LONG:
+        return MessageRefused(too_long_text(max_bytes))
+    try:
+        return decode_message(event, max_bytes)
+    except MessageRefused as error:
+        return error
+
+
 def too_long_text(max_bytes=config.MAX_MESSAGE_BYTES):
     """The Russian error text for a message longer than ``max_bytes`` bytes."""
     return f"Сообщение длиннее {max_bytes} байт — оно отброшено"
@@ -233,7 +265,10 @@ def split_command(text):
 
 # --- The room --------------------------------------------------------------
 class Delivery(NamedTuple):
-    """One line (``str``, without ``\\n``) and who gets it.
+    """One line (``str``, without a final ``\\n``) and who gets it.
+
+    From :meth:`ChatRoom.handle_many`, ``line`` may hold several lines
+    joined by ``\\n``: a run of public messages to the same members.
 
     ``to``: a tuple of member keys, or ``None`` for every member except
     ``exclude``.  Resolve it with :meth:`ChatRoom.recipients`.  (A named
@@ -351,6 +386,43 @@ class ChatRoom:
             return self._command(key, text)
         line = public_line(self._names[key], text)
         return Outcome([Delivery(line, exclude=key)])
+
+    def handle_many(self, key, items):
+        """Apply several messages of member ``key`` in order; return one
+        :class:`Outcome`.
+
+        ``items``: what :func:`decode_lines` returns, ``str`` or
+        :class:`ProtocolError`; an error is answered with an error line to
+        ``key`` alone.  The rules are those of :meth:`handle`, with one
+        difference in form: consecutive public messages become *one*
+        :class:`Delivery` whose ``line`` holds all of them joined by ``\\n``,
+        so a burst costs one delivery, not one per message.  Items after
+        ``/quit`` are ignored.
+        """
+        outcome = Outcome()
+        public = []  # texts of the current run of public messages
+        for item in items:
+            if isinstance(item, str) and item and not item.startswith("/"):
+                public.append(item)
+                continue
+            self._add_public_run(key, public, outcome)
+            public = []
+            if isinstance(item, ProtocolError):
+                step = self._reply(key, error_line(str(item)))
+            else:
+                step = self.handle(key, item)
+            outcome.deliveries.extend(step.deliveries)
+            if step.close:
+                outcome.close = True
+                return outcome
+        self._add_public_run(key, public, outcome)
+        return outcome
+
+    def _add_public_run(self, key, texts, outcome):
+        if texts:
+            prefix = public_line(self._names[key], "")
+            lines = prefix + ("\n" + prefix).join(texts)
+            outcome.deliveries.append(Delivery(lines, exclude=key))
 
     # Commands ------------------------------------------------------------
     def _command(self, key, text):

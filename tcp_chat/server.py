@@ -75,7 +75,8 @@ class Outbox:
             self._chunks.append(data)
             self._lines += lines
             self._bytes += len(data)
-            self._changed.notify()
+            if len(self._chunks) == 1:
+                self._changed.notify()  # the sender waits only on an empty outbox
             return True
 
     def take_all(self):
@@ -121,7 +122,7 @@ class Batch:
         self._room = room
         self._per_connection = {}  # Connection -> [bytes, ...] in order
         self._line_counts = {}  # Connection -> lines in those bytes
-        self._run = []  # encoded lines of the current run
+        self._run = []  # lines (str) of the current run
         self._run_delivery = None  # a delivery with the run's addressing
 
     def add(self, deliveries):
@@ -131,15 +132,17 @@ class Batch:
             if current is None or (delivery.to, delivery.exclude) != (current.to, current.exclude):
                 self._end_run()
                 self._run_delivery = delivery
-            self._run.append(protocol.encode_line(delivery.line))
+            self._run.append(delivery.line)
 
     def _end_run(self):
         if not self._run:
             return
-        data = b"".join(self._run)
+        text = "\n".join(self._run)
+        data = protocol.encode_line(text)  # encoded once, whatever the number of recipients
+        lines = text.count("\n") + 1
         for conn in self._room.recipients(self._run_delivery):
             self._per_connection.setdefault(conn, []).append(data)
-            self._line_counts[conn] = self._line_counts.get(conn, 0) + len(self._run)
+            self._line_counts[conn] = self._line_counts.get(conn, 0) + lines
         self._run = []
 
     def queue(self):
@@ -402,48 +405,43 @@ class ChatServer:
     def _process(self, conn, events):
         """Apply framer events of ``conn``; queue what they cause.
 
-        Returns True if the connection must close (``/quit``).  Everything
-        happens under the lock, so all members get lines in one order.
+        Returns True if the connection must close (``/quit``).  The rules run
+        under the lock, so all members get lines in one order.
         """
+        items = protocol.decode_lines(events, self.max_message_bytes)
         batch = Batch(self._room)
-        close = False
         with self._lock:
-            for event in events:
-                outcome = self._apply(conn, event)
-                batch.add(outcome.deliveries)
-                if outcome.close:
-                    close = True
-                    break
-            batch.queue()
-        return close
-
-    def _apply(self, conn, event):
-        """One framer event → :class:`~chat_common.protocol.Outcome`."""
-        def reply(line):
-            deliveries = [protocol.Delivery(line, to=(conn,))]
             if conn not in self._room:
-                # Still choosing a name: whatever was wrong with the line
-                # (too long, not UTF-8, control characters), ask again.
-                deliveries.append(protocol.Delivery(protocol.NAME_PROMPT, to=(conn,)))
-            return protocol.Outcome(deliveries)
+                items = self._handshake(conn, items, batch)
+            outcome = self._room.handle_many(conn, items) if items else protocol.Outcome()
+            batch.add(outcome.deliveries)
+            batch.queue()
+        if log.isEnabledFor(logging.DEBUG):
+            for item in items:
+                log.debug("%s: %s", conn.name, item)
+        return outcome.close
 
-        if event is protocol.LINE_TOO_LONG:
-            return reply(protocol.error_line(protocol.too_long_text(self.max_message_bytes)))
-        try:
-            text = protocol.decode_message(event, self.max_message_bytes)
-        except protocol.MessageRefused as error:
-            return reply(protocol.error_line(str(error)))
-        if conn in self._room:
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("%s: %s", self._room.name_of(conn), text)
-            return self._room.handle(conn, text)
-        try:
-            deliveries = self._room.join(conn, text)
-        except protocol.NameRefused as error:
-            return reply(protocol.error_line(str(error)))  # with the prompt again
-        conn.name = self._room.name_of(conn)
-        log.info("Вход в чат: %s (%s)", conn.name, conn.label)
-        return protocol.Outcome(deliveries)
+    def _handshake(self, conn, items, batch):
+        """Take the name from the first valid item; return the items after it.
+
+        Until a name is accepted, every refused line gets its error and the
+        prompt again; no items are left then.
+        """
+        for index, item in enumerate(items):
+            if isinstance(item, str):
+                try:
+                    batch.add(self._room.join(conn, item))
+                except protocol.NameRefused as error:
+                    item = error
+                else:
+                    conn.name = self._room.name_of(conn)
+                    log.info("Вход в чат: %s (%s)", conn.name, conn.label)
+                    return items[index + 1:]
+            batch.add([
+                protocol.Delivery(protocol.error_line(str(item)), to=(conn,)),
+                protocol.Delivery(protocol.NAME_PROMPT, to=(conn,)),
+            ])
+        return []
 
     def _drop(self, conn, reason=None):
         """Remove ``conn`` from the room (if joined) and tell the others once."""
