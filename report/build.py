@@ -20,6 +20,7 @@ that and fails when ``report.md`` is stale.
 
 import argparse
 import ast
+import importlib
 import json
 import os
 import re
@@ -547,13 +548,23 @@ def generate_markdown(sessions=None, run=None):
             if isinstance(value, float):
                 return f"{value:g}".replace(".", ",")
             return number(value) if isinstance(value, int) else str(value)
+        if key.startswith("const:"):
+            # {{const:package.module.NAME}}: a constant of the chat code.
+            module_name, _, name = key[6:].rpartition(".")
+            try:
+                value = getattr(importlib.import_module(module_name), name)
+            except (ImportError, AttributeError) as error:
+                raise BuildError(f"{{{{{key}}}}} в {rel(TEMPLATE)}: {error}") from None
+            if isinstance(value, float):
+                return f"{value:g}".replace(".", ",")
+            return number(value) if isinstance(value, int) else str(value)
         if key in values:
             return values[key]()
         if key == "toc":
             return match.group(0)  # filled in last
         raise BuildError(f"неизвестная подстановка {{{{{key}}}}} в {rel(TEMPLATE)}")
 
-    text = re.sub(r"\{\{([a-z_]+|cfg\.[A-Z_]+)\}\}", replace, text)
+    text = re.sub(r"\{\{([a-z_]+|cfg\.[A-Z_]+|const:[a-z_.]+\.[A-Z_]+)\}\}", replace, text)
     text = _numbering(text)
     text = text.replace("{{toc}}", table_of_contents(text))
     leftover = re.findall(r"\{\{[^}]*\}\}", text)

@@ -15,6 +15,7 @@ Mono, page numbers at the bottom).
 """
 
 import hashlib
+import os
 import re
 import zlib
 from pathlib import Path
@@ -27,6 +28,8 @@ from report.build import toc_slug
 STYLE = Path(__file__).resolve().parent / "style.css"
 TITLE_END = "<!-- конец титульного листа -->"
 PYGMENTS_STYLE = "friendly"
+FIXED_EPOCH = 1700000000
+"""Time stamp (seconds since 1970) written into the PDF's embedded fonts."""
 
 
 def markdown_to_html(text):
@@ -143,6 +146,10 @@ def render(markdown_path, pdf_path):
 
     Relative image paths resolve against the folder of ``markdown_path``.
     """
+    # Fonts are subset into the PDF by fontTools, which stamps each subset
+    # with the current time unless SOURCE_DATE_EPOCH is set: a fixed stamp
+    # makes the same report.md give the same PDF, byte for byte.
+    os.environ.setdefault("SOURCE_DATE_EPOCH", str(FIXED_EPOCH))
     from weasyprint import CSS, HTML
 
     markdown_path = Path(markdown_path)
