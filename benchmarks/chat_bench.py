@@ -42,8 +42,9 @@ How one run goes
    ``recv()`` that brought its last byte.
 5. The run stops when every receiver has everything, or nothing new arrived
    for ``idle_timeout`` seconds, or at ``deadline``.  The server's CPU time
-   and peak RSS are read, then the server is stopped (SIGINT, kill after
-   ``STOP_TIMEOUT`` seconds) in a ``finally`` block, always.
+   and peak RSS are read, then the server is stopped (SIGINT, or SIGTERM
+   where SIGINT is ignored; kill after ``STOP_TIMEOUT`` seconds), also in a
+   ``finally`` block: always.
 
 Python API
 ----------
@@ -95,7 +96,7 @@ Outcome (ints unless noted; None when the run did not get that far):
   loses nothing) with deliveries missing: the server stopped forwarding.
   ``deliveries_per_s`` of a stalled run covers only what arrived before.
 * ``server_pid``: the server's process id; ``server_exit``: how it ended
-  (``"signal"``: stopped by SIGINT in time, ``"killed"``, or
+  (``"signal"``: stopped by SIGINT/SIGTERM in time, ``"killed"``, or
   ``"exited (CODE)"`` if it had ended by itself).
 * ``error``: None, or text when the run failed (for example a join refused).
 
@@ -126,7 +127,7 @@ from pathlib import Path
 
 from chat_common import config
 from chat_common import protocol
-from benchmarks.sender import CPU_US, DONE, FIRST_NS, LAST_NS, SENT, send_messages
+from benchmarks.sender import CPU_US, FIRST_NS, LAST_NS, SENT, DONE, prepare, send_messages
 
 try:
     import psutil
@@ -284,11 +285,19 @@ class ServerProcess:
         return None
 
     def stop(self):
-        """SIGINT (Windows: terminate), kill after STOP_TIMEOUT; idempotent."""
+        """Stop as Ctrl+C would, kill after STOP_TIMEOUT; idempotent.
+
+        SIGINT; but SIGTERM if this process ignores SIGINT (a shell starts
+        background jobs so, and the child inherits it: SIGINT would do
+        nothing); every server here treats SIGTERM as Ctrl+C.  Windows has
+        neither for a child: terminate().
+        """
         if self.proc.poll() is None:
             try:
                 if os.name == "nt":
                     self.proc.terminate()
+                elif signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+                    self.proc.send_signal(signal.SIGTERM)
                 else:
                     self.proc.send_signal(signal.SIGINT)
                 self.proc.wait(STOP_TIMEOUT)
@@ -451,7 +460,9 @@ class Sender:
             if ready.strip() != b"ready":
                 self.stop()
                 raise BenchError("процесс-отправитель не запустился")
-        elif mode != "thread":
+        elif mode == "thread":
+            self._plan = prepare(ids, messages, size, rate, transport, batch)
+        else:
             raise ValueError(f"unknown sender_mode {mode!r}")
 
     def start(self, start_ns):
@@ -462,7 +473,7 @@ class Sender:
         else:
             self._worker = threading.Thread(target=send_messages, name="bench sender",
                                             args=self._args + (start_ns, self.progress,
-                                                               self._batch),
+                                                               self._batch, self._plan),
                                             daemon=True)
             self._worker.start()
 
