@@ -32,6 +32,9 @@ log = logging.getLogger("tcp_chat.server")
 RECV_BYTES = 65536
 """Bytes asked of one ``recv()``: a lot, so a busy sender costs few calls."""
 
+CAN_WRITE_THROUGH = hasattr(socket, "MSG_DONTWAIT")
+"""Whether this system can try a send without waiting (not Windows)."""
+
 ACCEPT_POLL_INTERVAL = 0.2
 """Seconds ``accept()`` waits before the accept thread checks for stop()."""
 
@@ -43,17 +46,30 @@ class Outbox:
     connection's own sender thread :meth:`take_all`.  Taking *everything*
     queued at once turns a burst of lines into one ``sendall()``.
 
-    ``limit``: most lines that may wait (int), ``max_bytes``: most bytes
-    (int); see ``config.SEND_QUEUE_LIMIT`` and ``config.SEND_QUEUE_BYTES``.
+    Write-through: when nothing is queued and the sender thread is idle,
+    :meth:`put` first offers the data to the socket with a non-blocking
+    ``send()``; only what the socket does not take at once is queued.  A
+    reader who keeps up then costs no thread switch at all, and one who
+    does not fills his queue exactly as before.  It is switched on with
+    :attr:`write_through` once the socket has no timeout (see
+    :meth:`Connection._read_until_closed`), and only where the system has
+    ``MSG_DONTWAIT`` (not on Windows, which always queues).
+
+    ``sock``: the connection's socket; ``limit``: most lines that may wait
+    (int), ``max_bytes``: most bytes (int); see ``config.SEND_QUEUE_LIMIT``
+    and ``config.SEND_QUEUE_BYTES``.
     """
 
-    def __init__(self, limit, max_bytes=config.SEND_QUEUE_BYTES):
+    def __init__(self, sock, limit, max_bytes=config.SEND_QUEUE_BYTES):
         self.limit = limit
         self.max_bytes = max_bytes
+        self.write_through = False
+        self._sock = sock
         self._chunks = []
         self._lines = 0
         self._bytes = 0
         self._closed = False
+        self._sending = False  # the sender thread is inside sendall()
         self._changed = threading.Condition()
 
     def put(self, data, lines=1):
@@ -67,6 +83,12 @@ class Outbox:
         with self._changed:
             if self._closed:
                 return True
+            if self.write_through and not self._chunks and not self._sending:
+                # Nothing can be ahead of these bytes, so writing them now
+                # keeps the order.
+                data = self._write_now(data)
+                if not data:
+                    return True
             if self._lines + lines > self.limit or self._bytes + len(data) > self.max_bytes:
                 self._closed = True
                 self._chunks.clear()
@@ -79,12 +101,25 @@ class Outbox:
                 self._changed.notify()  # the sender waits only on an empty outbox
             return True
 
+    def _write_now(self, data):
+        """Send what the socket takes without waiting; return the rest."""
+        try:
+            sent = self._sock.send(data, socket.MSG_DONTWAIT)
+        except OSError:
+            # Full (BlockingIOError) or broken: queue it; the sender thread
+            # waits for room, or meets the error and ends the connection.
+            return data
+        return data[sent:]
+
     def take_all(self):
         """Wait for queued data and return all of it as one ``bytes``.
 
+        Called by the sender thread, which sends the result before calling
+        again; until then :meth:`put` queues rather than writes through.
         Returns ``None`` once the outbox is closed and empty.
         """
         with self._changed:
+            self._sending = False
             while not self._chunks and not self._closed:
                 self._changed.wait()
             if not self._chunks:
@@ -93,6 +128,7 @@ class Outbox:
             self._chunks.clear()
             self._lines = 0
             self._bytes = 0
+            self._sending = True
             return data
 
     def close(self):
@@ -166,7 +202,7 @@ class Connection:
         self.server = server
         self.sock = sock
         self.address = address
-        self.outbox = Outbox(server.send_queue_limit, server.send_queue_bytes)
+        self.outbox = Outbox(sock, server.send_queue_limit, server.send_queue_bytes)
         self.framer = protocol.LineFramer(server.max_message_bytes)
         self.drop_reason = None  # set by whoever aborts the connection
         self.name = None  # set on joining, for the log
@@ -220,6 +256,9 @@ class Connection:
                 joined = self.server._is_member(self)
                 if joined:
                     self.sock.settimeout(None)
+                    # Only a socket without a timeout makes send(MSG_DONTWAIT)
+                    # return at once; with one, Python would wait for room.
+                    self.outbox.write_through = CAN_WRITE_THROUGH
                 else:
                     # Waiting for a name is bounded; chatting is not.
                     self.sock.settimeout(max(deadline - time.monotonic(), 0.001))
