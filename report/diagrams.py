@@ -216,16 +216,16 @@ class Sequence:
                 if a == b:  # an action of one participant
                     _box(ax, x1 - 0.05, y - 0.16, 0.1, 0.32, "", fill=color, edge=color,
                          style="square,pad=0")
-                    _label(ax, x1 + 0.15, y, text, size=8, ha="left", color=color)
+                    _label(ax, x1 + 0.15, y, text, size=8.8, ha="left", color=color)
                 else:
                     _arrow(ax, (x1, y), (x2, y), color=color, dashed=how in ("reply", "lost"))
-                    _label(ax, (x1 + x2) / 2, y + 0.14, text, size=8, color=color,
+                    _label(ax, (x1 + x2) / 2, y + 0.15, text, size=8.8, color=color,
                            background="white")
             elif kind == "note":
                 _, a, b, text = item
                 left = min(xs[a], xs[b]) - 0.8
                 right = max(xs[a], xs[b]) + 0.8
-                _box(ax, left, y - 0.17, right - left, 0.34, text, size=7.8, fill=NOTE,
+                _box(ax, left, y - 0.18, right - left, 0.36, text, size=8.5, fill=NOTE,
                      style="square,pad=0", edge="#c9b98a", lw=0.8)
             y -= self.step
         _save(fig, path)
@@ -235,22 +235,22 @@ def tcp_sequence(path):
     """Joining, a message, a private message and leaving over TCP."""
     A, S, B = 0, 1, 2
     steps = [
-        ("msg", A, S, "connect(): SYN, SYN-ACK, ACK — соединение", "call"),
-        ("msg", S, S, "accept(): потоки приёма и отправки для Анны", "call"),
+        ("msg", A, S, "connect(): SYN, SYN-ACK, ACK", "call"),
+        ("msg", S, S, "accept(): два потока для Анны", "call"),
         ("msg", S, A, "*** Введите имя…", "reply"),
         ("msg", A, S, "Анна\\n", "call"),
-        ("msg", S, A, "*** Добро пожаловать, Анна! Сейчас в чате (2): …", "reply"),
+        ("msg", S, A, "*** Добро пожаловать, Анна! …", "reply"),
         ("msg", S, B, "*** Анна входит в чат", "reply"),
         ("note", A, B, "TCP — поток байтов: сервер режет его на строки по \\n (LineFramer)"),
         ("msg", A, S, "Всем привет!\\n", "call"),
         ("msg", S, B, "Анна: Всем привет!", "reply"),
-        ("msg", B, S, "/msg Анна Привет, это лично\\n", "call"),
-        ("msg", S, A, "Борис (лично): Привет, это лично", "reply"),
+        ("msg", B, S, "/msg Анна Привет!\\n", "call"),
+        ("msg", S, A, "Борис (лично): Привет!", "reply"),
         ("msg", A, S, "/frobnicate\\n", "bad"),
         ("msg", S, A, "!!! Неизвестная команда /frobnicate. …", "bad"),
         ("msg", A, S, "/quit\\n", "call"),
         ("msg", S, A, "*** До свидания, Анна!", "reply"),
-        ("msg", S, A, "FIN: сервер закрывает соединение", "reply"),
+        ("msg", S, A, "FIN: соединение закрыто", "reply"),
         ("msg", S, B, "*** Анна выходит из чата", "reply"),
         ("note", A, B, "обрыв или EOF без /quit дают то же уведомление, ровно один раз"),
     ]
@@ -265,7 +265,7 @@ def udp_sequence(path):
         ("note", A, S, "соединения нет: сразу первая датаграмма"),
         ("msg", A, S, "/join Анна", "call"),
         ("msg", S, S, "запомнил адрес (хост, порт) → «Анна»", "call"),
-        ("msg", S, A, "*** Добро пожаловать, Анна! Сейчас в чате (2): …", "reply"),
+        ("msg", S, A, "*** Добро пожаловать, Анна! …", "reply"),
         ("msg", S, B, "*** Анна входит в чат", "reply"),
         ("note", A, B, "одна датаграмма — одно сообщение, не длиннее "
                        f"{config.MAX_MESSAGE_BYTES} байт; доставка и порядок не гарантированы"),
