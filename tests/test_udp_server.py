@@ -505,3 +505,43 @@ def test_client_pings_and_notices_a_vanished_server():
     finally:
         client.close(timeout=TIMEOUT)
 
+
+
+def test_refused_datagrams_still_count_as_signs_of_life(make_udp_server, make_peer):
+    # A member whose every datagram is refused is still alive: the rule is
+    # "silent for longer than client_timeout", and it is not silent.
+    client_timeout = 0.6
+    chat = make_udp_server(client_timeout=client_timeout)
+    watcher, garbler = chat_room(make_peer, chat.address, "Смотритель", "Путаник")
+    refusal = None
+    for _ in range(10):  # about 10 * SILENCE_STEP = 2.5 client timeouts
+        watcher.send("/ping")  # the watcher stays alive the ordinary way
+        garbler.send(b"\xff\xfe")
+        reply = garbler.recv()
+        assert reply.startswith(protocol.ERROR_PREFIX)
+        assert refusal in (None, reply)
+        refusal = reply
+        garbler.expect_silence(SILENCE_STEP)  # the socket timeout is the clock
+    # Had the server dropped him, the watcher's next line would be the notice.
+    assert watcher.users() == ["Смотритель", "Путаник"]
+
+
+SILENCE_STEP = 0.15
+
+
+def test_client_forgotten_by_the_server_ends_like_a_lost_connection(
+        make_udp_server, make_udp_client):
+    # A client whose heartbeats stopped reaching the server (a laptop lid
+    # closed, say) is removed; its next datagram is answered "join first",
+    # and the client must see that it is no longer in the chat.
+    chat = make_udp_server(client_timeout=0.5)
+    watcher = make_udp_client(chat.address, "Смотритель", heartbeat=0.05)
+    ended = threading.Event()
+    sleeper = make_udp_client(chat.address, "Соня", heartbeat=3600, on_close=ended.set)
+    assert is_notice_about(next_line(watcher.lines), "Соня")
+    assert is_notice_about(next_line(watcher.lines), "Соня")  # removed after the silence
+    assert not sleeper.closed.is_set()
+    sleeper.send("я снова здесь")
+    assert sleeper.closed.wait(TIMEOUT)
+    assert ended.is_set()
+    assert next_line(sleeper.lines) == protocol.JOIN_FIRST
