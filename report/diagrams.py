@@ -143,14 +143,14 @@ def architecture(path):
     _label(ax, 1.65, 3.82, "на каждого клиента:", size=7.8, style="italic")
     _box(ax, 0.75, 3.15, 1.8, 0.45, "поток приёма", size=8)
     _box(ax, 0.75, 2.6, 1.8, 0.45, "поток отправки", size=8)
-    _box(ax, 2.9, 2.55, 2.3, 0.75,
-         "Outbox: ограниченная\nочередь отправки", size=8, fill=NOTE)
+    _box(ax, 2.8, 2.55, 2.45, 0.75,
+         "Outbox: send без ожидания,\nостаток — в очередь", size=7.6, fill=NOTE)
     _arrow(ax, (1.5, 4.35), (1.5, 4.0))
     _label(ax, 1.58, 4.17, "создаёт", size=7, ha="left", style="italic")
     _arrow(ax, (2.55, 3.4), (2.85, 3.95))
     _arrow(ax, (3.95, 3.8), (3.95, 3.3))
     _label(ax, 4.03, 3.55, "put(), не ждёт", size=7, ha="left", style="italic")
-    _arrow(ax, (2.9, 2.85), (2.55, 2.82))
+    _arrow(ax, (2.8, 2.85), (2.55, 2.82))
 
     # TCP client threads.
     _box(ax, 0.5, 0.5, 4.85, 1.6, "", fill="#f7fbf7")

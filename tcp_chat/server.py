@@ -237,7 +237,7 @@ class Connection:
         try:
             cause = self._read_until_closed() or self.drop_reason or cause
         except TimeoutError:
-            cause = "не назвал имя вовремя"
+            cause = "имя не получено вовремя"
             self.outbox.put(protocol.encode_line(protocol.error_line(
                 f"Время на выбор имени истекло ({self.server.name_timeout:g} с)"
             )))
@@ -267,7 +267,7 @@ class Connection:
                 return None
             events = self.framer.feed(data)
             if events and self.server._process(self, events):
-                return "вышел командой /quit"
+                return "выход командой /quit"
 
     def _close(self, cause):
         self.outbox.close()
