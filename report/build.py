@@ -18,7 +18,6 @@ the same ``report.md`` byte for byte.  ``tests/test_report.py`` relies on
 that and fails when ``report.md`` is stale.
 """
 
-import argparse
 import ast
 import importlib
 import json
@@ -90,6 +89,9 @@ TEST_ROLES = {
                              "процессы: остановка по сигналу, флаги, занятый порт, справка на "
                              "русском, ввод из канала, отказ в подключении, уход сервера, "
                              "клиент вроде `nc`",
+    "tests/test_tcp_outbox.py": "очередь отправки участника (`Outbox`) отдельно: пределы в "
+                                "строках и байтах, досылка при закрытии, отправка без "
+                                "ожидания и сохранение порядка, когда сокет заполнен",
     "tests/test_tcp_concurrency.py": "нагрузка на сервер TCP: десятки клиентов одновременно "
                                      "входят, пишут и выходят; каждое сообщение доходит до "
                                      "каждого ровно один раз и в одном порядке",
@@ -575,14 +577,16 @@ def generate_markdown(sessions=None, run=None):
 
 # --- Command line ------------------------------------------------------------------
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="python -m report.build",
-        description="Собрать отчёт: схемы, прогон тестов, report/report.md и report/report.pdf.",
+    from chat_common.console import make_parser
+
+    parser, options = make_parser(
+        "python -m report.build",
+        "Собрать отчёт: схемы, прогон тестов, report/report.md и report/report.pdf.",
     )
-    parser.add_argument("--no-pdf", action="store_true",
-                        help="только report.md (и схемы), без PDF")
-    parser.add_argument("--skip-tests", action="store_true",
-                        help="не запускать тесты, взять результаты из report/test_run.json")
+    options.add_argument("--no-pdf", action="store_true",
+                         help="только report.md (и схемы), без PDF")
+    options.add_argument("--skip-tests", action="store_true",
+                         help="не запускать тесты, взять результаты из report/test_run.json")
     return parser
 
 
