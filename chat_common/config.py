@@ -33,17 +33,20 @@ MAX_NAME_CHARS = 32
 NAME_TIMEOUT = 60.0
 """Seconds a new TCP connection has to give a valid name before it is closed."""
 
-SEND_QUEUE_LIMIT = 10000
+SEND_QUEUE_LIMIT = 100000
 """Lines that may wait in one member's outgoing queue (beyond what the
 kernel's socket buffers already hold).
 
-A member whose queue grows past this is a reader too slow to keep up (or one
-that stopped reading); it is disconnected so that nobody else waits.  It is
-large because a healthy reader may fall behind for a moment during a burst."""
+A member whose queue grows past this, or past SEND_QUEUE_BYTES, is a reader
+too slow to keep up (or one that stopped reading); it is disconnected so that
+nobody else waits.  Both limits are generous because a healthy reader may
+fall behind for a moment: in a flood of 100 000 short lines measured with
+``benchmarks.chat_bench --scenario slow-reader``, 1 MiB still dropped
+readers that were reading, 4 MiB did not."""
 
-SEND_QUEUE_BYTES = 1024 * 1024
-"""Bytes that may wait in one member's outgoing queue: the memory bound for
-long lines, where SEND_QUEUE_LIMIT lines could otherwise take 40 MB."""
+SEND_QUEUE_BYTES = 4 * 1024 * 1024
+"""Bytes that may wait in one member's outgoing queue: the memory bound
+per member (the line limit alone would allow 400 MB of 4 KB lines)."""
 
 MAX_CLIENTS = 1000
 """Most open TCP connections at once, named or not."""
