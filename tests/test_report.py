@@ -18,7 +18,7 @@ import pytest
 
 from report import build
 
-REBUILD = "report/report.md устарел: выполните `python -m report.build`"
+REBUILD = "отчёт в report/ устарел: выполните `python -m report.build`"
 
 
 def first_difference(expected, actual):
@@ -82,7 +82,8 @@ def test_diagrams_are_drawn_from_the_current_code():
         path = build.DIAGRAMS / name
         assert path.is_file(), f"нет {name}: {REBUILD}"
         # PNG text chunks are stored as is, so the marker is found verbatim.
-        assert marker in path.read_bytes(), f"схема {name} устарела: {REBUILD}"
+        current = marker in path.read_bytes()
+        assert current, f"схема {name} нарисована по старому коду: {REBUILD}"
 
 
 @pytest.mark.timeout(30)
@@ -103,7 +104,8 @@ def test_listings_hold_the_whole_current_code():
     text = build.MARKDOWN.read_text(encoding="utf-8")
     for name in build.listing_files():
         source = (build.ROOT / name).read_text(encoding="utf-8").rstrip()
-        assert source in text, f"листинг {name} не совпадает с файлом: {REBUILD}"
+        current = source in text
+        assert current, f"листинг {name} не совпадает с файлом: {REBUILD}"
 
 
 @pytest.mark.timeout(10)
