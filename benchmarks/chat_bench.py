@@ -18,14 +18,16 @@ How one run goes
                 figures of this variant are the harness's own ceiling
 
 2. ``clients`` members join, ``window`` handshakes at a time (a 1000-member
-   join does not overflow the listen backlog of 128), then ``slow_readers``
-   more members with a tiny ``SO_RCVBUF`` that never read.  ``join_s`` is the
-   time from the first connect to the last welcome line.
+   join does not overflow the listen backlog of 128); those who are in read
+   and drop the notices of later joins, as chat clients would.  Then
+   ``slow_readers`` more members with a tiny ``SO_RCVBUF`` join and never
+   read again.  ``join_s`` is the time from the first connect to the last
+   welcome line.
 3. The first ``senders`` members send ``messages`` messages each, ``size``
    bytes each, at ``rate`` messages/s each (0 = as fast as it goes: senders
    take turns, and over TCP each write carries ``batch`` messages, 16 by
-   default, each stamped as it is made; with one write per message the
-   sender itself would be the bottleneck of an unpaced fan-out).  The format is in
+   default, all stamped with the time of that write; with one write per
+   message the sender itself would be the bottleneck of an unpaced fan-out).  The format is in
    :mod:`benchmarks.sender`: ``#S.Q.T`` + padding + ``=S.Q``, with the send
    time ``T`` from ``time.perf_counter_ns()``.  Sending runs in a process of
    its own (``sender_mode="process"``: ``python -m benchmarks.sender`` gets
@@ -1063,8 +1065,8 @@ def build_parser():
     parser.add_argument("--sender-mode", choices=("process", "thread"),
                         help="отправители в отдельном процессе (по умолчанию) или в потоке")
     parser.add_argument("--batch", type=int, metavar="N",
-                        help="без темпа и по TCP: отправлять по N сообщений одним sendall, "
-                             "каждое со своей отметкой времени (по умолчанию 16; 1 — одна "
+                        help="без темпа и по TCP: отправлять по N сообщений одним sendall "
+                             "(у всех — время этой записи; по умолчанию 16; 1 — одна "
                              "запись на сообщение, как у клиента чата, но тогда потолок "
                              "задаёт сам отправитель)")
     parser.add_argument("--rcvbuf", type=int, metavar="БАЙТ",
