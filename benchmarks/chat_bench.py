@@ -797,6 +797,7 @@ def run_benchmark(variant="tcp", *, scenario=None, run=1, clients=None, senders=
     server = sender = None
     socks = []
     try:
+        _ensure_fd_limit(total)
         server = ServerProcess(variant, members=total)
         result["server_pid"] = server.pid
         names = [f"m{i:04d}" for i in range(total)]
@@ -882,6 +883,24 @@ def _cpu_delta(start, end, precise_start, precise_end):
     if coarse is not None and coarse > precise + 0.02:
         return round(coarse, 3)
     return round(precise, 4)
+
+
+def _ensure_fd_limit(members):
+    """Raise the soft limit of open files (inherited by the server) if the
+    run needs more: one socket per member here and one in the server."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit to raise
+        return
+    needed = members + 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        pass  # the join will fail with a clear EMFILE error instead
 
 
 def _round(value, digits):
