@@ -197,6 +197,50 @@ def test_decode_message_refuses_control_characters(text):
         decode_message(text.encode())
 
 
+def _one_by_one(events):
+    """What decode_lines must return: decode_message applied to each line."""
+    result = []
+    for event in events:
+        try:
+            result.append(decode_message(event))
+        except MessageRefused as error:
+            result.append(str(error))
+    return result
+
+
+def _as_comparable(items):
+    return [str(item) for item in items]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["\x1b[31mred", "nul\x00", "del\x7f", "csi\x9b2J", "c1 \x80", "c1 \x9f", "vt\x0b"],
+)
+def test_decode_lines_refuses_control_line_inside_a_batch(bad):
+    # The batch is checked at once; a bad line among good ones must still be
+    # refused alone, and its neighbours decoded.
+    events = ["Привет «всем»".encode(), bad.encode(), "tab\tok\u00a0nbsp".encode()]
+    items = protocol.decode_lines(events)
+    assert isinstance(items[1], MessageRefused)
+    assert items[0] == "Привет «всем»" and items[2] == "tab\tok\u00a0nbsp"
+
+
+def test_decode_lines_batch_agrees_with_decode_message_for_every_code_point():
+    # Every character from U+0000 to U+07FF (all one- and two-byte UTF-8:
+    # C0, DEL, C1 and the Latin-1 and Cyrillic letters around them) between
+    # good lines.  \n never occurs inside a framed line; \r is tried too.
+    for code in range(0x800):
+        if code == 0x0A:
+            continue
+        events = [b"ok", f"a{chr(code)}b".encode(), "ок".encode()]
+        assert _as_comparable(protocol.decode_lines(events)) == _one_by_one(events), hex(code)
+
+
+def test_decode_lines_batch_of_clean_lines_is_split_back():
+    events = [b"one", "два".encode(), b"", "«три»".encode()]
+    assert protocol.decode_lines(events) == ["one", "два", "", "«три»"]
+
+
 def test_decode_message_nbsp_just_above_c1_allowed():
     assert decode_message("a\u00a0b".encode()) == "a\u00a0b"
 
