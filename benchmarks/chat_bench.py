@@ -155,7 +155,7 @@ SCENARIOS = {
                         slow_readers=1),
     "scale": dict(clients=1000, senders=1, messages=1, size=64, rate=0.0, deadline=120.0),
 }
-"""Target workloads of issue 5.  ``fanout``: 20 receivers and one sender,
+"""Target workloads of the performance goals (benchmarks/README.md).  ``fanout``: 20 receivers and one sender,
 unpaced; ``many-senders``: 100 members, 10 of them send; ``latency``: 100
 members, 5 senders at 10 messages/s each (50/s in total); ``slow-reader``:
 ``fanout`` plus one member that never reads, 100 000 messages; ``scale``:
@@ -1053,7 +1053,7 @@ def build_parser():
                         help="какой сервер мерить (по умолчанию tcp); ceiling — простейший "
                              "пересыльщик, потолок самого стенда")
     parser.add_argument("--scenario", choices=list(SCENARIOS),
-                        help="готовая нагрузка из issue 5; явные параметры её уточняют")
+                        help="готовая нагрузка (см. benchmarks/README.md); явные параметры её уточняют")
     parser.add_argument("--clients", type=int, metavar="N",
                         help=f"участников (по умолчанию {DEFAULTS['clients']})")
     parser.add_argument("--senders", type=int, metavar="K",

@@ -96,8 +96,32 @@ def _paced_sweep(runs, members):
 
 
 def _unpaced(runs, exclude):
-    """Section 2: one sender as fast as it goes (rate 0)."""
-    return _order([run for run in runs if not run.get("rate") and id(run) not in exclude])
+    """Section 2: one sender as fast as it goes (rate 0), not a named scenario."""
+    return _order([run for run in runs if not run.get("rate") and not run.get("scenario")
+                   and id(run) not in exclude])
+
+
+LOADS = {"many-senders": "10 отправителей, 100 участников",
+         "slow-reader": "1 отправитель, 20 получателей и 1 нечитающий"}
+
+
+def _naive_table(wrong):
+    """Section 3: what the naive server gets wrong, next to tcp_chat."""
+    rows = []
+    for variant in VARIANT_ORDER:
+        for load, run in (wrong.get(variant) or {}).items():
+            expected = run.get("expected")
+            share = 100.0 * (run.get("received") or 0) / expected if expected else None
+            dropped = run.get("slow_readers_dropped")
+            rows.append([
+                _variant(variant), LOADS.get(load, load), _num(share, 1),
+                _int(run.get("corrupt") or 0), _int(run.get("order_mismatch_members") or 0),
+                "да" if run.get("stalled") else "нет",
+                "—" if dropped is None else ("да" if dropped else "нет"),
+            ])
+    return _table(["вариант", "нагрузка", "доставлено, %", "испорчено сообщений",
+                   "участников с иным порядком", "рассылка встала", "нечитающий отключён"],
+                  rows, "llrrrll")
 
 
 def _sweep_table(runs):
@@ -196,7 +220,8 @@ def section(figures, report):
         "процесса сервера. Для сравнения рядом измерен «наивный» сервер TCP "
         "(`benchmarks/naive_server.py`: поток на клиента, куски `recv()` пересылаются "
         "как есть, без разбора на строки и без защиты от медленных клиентов), а в замере "
-        "пропускной способности — простейший пересыльщик, потолок самого стенда.",
+        "пропускной способности — простейший однопоточный пересыльщик "
+        "(`benchmarks/forwarder.py`): ориентир того, сколько выдерживает сам стенд.",
     ]
     if machine or runs:
         loads = [run.get("load_1min") for run in runs if run.get("load_1min") is not None]
@@ -246,6 +271,10 @@ def section(figures, report):
     if unpaced:
         tables.append("Таблица {{tab:meas-throughput}} — Пропускная способность: один "
                       "отправитель без паузы между сообщениями\n\n" + _throughput_table(unpaced))
+    if summary.get("naive_wrong"):
+        tables.append("Таблица {{tab:meas-naive}} — Что делает неправильно наивный сервер: "
+                      "те же нагрузки для tcp_chat и naive\n\n"
+                      + _naive_table(summary["naive_wrong"]))
     if loss:
         tables.append("Таблица {{tab:meas-loss}} — Потери в зависимости от скорости отправки "
                       f"({_int(max(loss_clients) - 1)} получателей)\n\n"
