@@ -20,6 +20,8 @@ import signal
 import sys
 import threading
 
+from chat_common.protocol import ProtocolError, error_line
+
 LOST_NOTICE = "*** Соединение с сервером потеряно"
 
 
@@ -101,7 +103,10 @@ class Console:
                 return  # end of piped input, or Ctrl+D: leave politely
             if text.strip().lower() == "/quit":
                 return  # client.close() says /quit and waits for the answer
-            client.send(text)
+            try:
+                client.send(text)
+            except ProtocolError as error:  # refused before sending: say why, go on
+                self.show(error_line(str(error)))
 
 
 def _interrupt_main_thread():
@@ -138,8 +143,11 @@ def serve_until_signal(server, log):
     ``server`` needs ``start()``, ``wait()`` and ``stop()``; ``log`` is the
     server's ``logging.Logger``.  Must run in the main thread.
     """
-    # SIGTERM (kill, service managers) stops the server as Ctrl+C does.
+    # SIGTERM (kill, service managers) stops the server as Ctrl+C does, and
+    # SIGINT must work even where a shell started us with it ignored (a
+    # background job of a script).
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     server.start()
     try:
         server.wait()
@@ -150,6 +158,43 @@ def serve_until_signal(server, log):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         server.stop()
     return 0
+
+
+def port_number(text):
+    """argparse type: a port number, 0 to 65535 (int); Russian error otherwise."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"не число: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"порт должен быть от 0 до 65535, а не {port}")
+    return port
+
+
+def positive_int(text):
+    """argparse type: a whole number above zero (int); Russian error otherwise."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"не целое число: {text!r}") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"нужно число больше нуля, а не {number}")
+    return number
+
+
+def positive_seconds(text):
+    """argparse type: a duration in seconds above zero (float); Russian error otherwise.
+
+    Zero is refused on purpose: ``settimeout(0)`` would make a socket
+    non-blocking and the server would spin instead of waiting.
+    """
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"не число: {text!r}") from None
+    if not seconds > 0 or seconds == float("inf"):  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"нужно число секунд больше нуля, а не {text}")
+    return seconds
 
 
 class _RussianHelpFormatter(argparse.HelpFormatter):

@@ -72,6 +72,15 @@ SLOW_READER_REASON = "не успевает получать сообщения"
 SILENT_REASON = "нет связи (не приходят сигналы присутствия)"
 JOIN_FIRST = error_line("Сначала войдите в чат: /join ИМЯ")
 """UDP only: the answer to anything from an address that has not joined."""
+JOIN_COMMAND = "/join"
+"""UDP only: ``/join NAME`` is the first datagram of a client."""
+PING_COMMAND = "/ping"
+"""UDP only: the heartbeat datagram; it only tells the server we are alive."""
+
+
+def already_joined_text(name):
+    """UDP only: the error text for ``/join`` from an address that is a member."""
+    return f"Вы уже в чате под именем {name}"
 
 
 class ProtocolError(ValueError):

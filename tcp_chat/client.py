@@ -15,7 +15,7 @@ import threading
 
 from chat_common import config
 from chat_common import protocol
-from chat_common.console import Console, make_parser
+from chat_common.console import Console, make_parser, port_number
 
 RECV_BYTES = 65536
 
@@ -165,7 +165,7 @@ def build_parser():
     )
     options.add_argument("--host", default=config.HOST, metavar="АДРЕС",
                         help=f"адрес сервера (по умолчанию {config.HOST})")
-    options.add_argument("--port", type=int, default=config.TCP_PORT, metavar="ПОРТ",
+    options.add_argument("--port", type=port_number, default=config.TCP_PORT, metavar="ПОРТ",
                         help=f"порт сервера (по умолчанию {config.TCP_PORT})")
     options.add_argument("--name", metavar="ИМЯ", help="имя в чате; без него клиент спросит имя")
     return parser

@@ -25,7 +25,8 @@ import time
 
 from chat_common import config
 from chat_common import protocol
-from chat_common.console import make_parser, serve_until_signal, setup_logging
+from chat_common.console import (make_parser, port_number, positive_int, positive_seconds,
+                                 serve_until_signal, setup_logging)
 
 log = logging.getLogger("tcp_chat.server")
 
@@ -508,30 +509,30 @@ def build_parser():
     options.add_argument("--host", default=config.HOST, metavar="АДРЕС",
                         help=f"адрес, на котором слушать (по умолчанию {config.HOST}; "
                              "0.0.0.0 — все сетевые интерфейсы)")
-    options.add_argument("--port", type=int, default=config.TCP_PORT, metavar="ПОРТ",
+    options.add_argument("--port", type=port_number, default=config.TCP_PORT, metavar="ПОРТ",
                         help=f"порт TCP (по умолчанию {config.TCP_PORT}; 0 — любой свободный)")
-    options.add_argument("--max-clients", type=int, default=config.MAX_CLIENTS, metavar="N",
+    options.add_argument("--max-clients", type=positive_int, default=config.MAX_CLIENTS, metavar="N",
                         help=f"наибольшее число подключений (по умолчанию {config.MAX_CLIENTS})")
-    options.add_argument("--name-timeout", type=float, default=config.NAME_TIMEOUT,
+    options.add_argument("--name-timeout", type=positive_seconds, default=config.NAME_TIMEOUT,
                         metavar="СЕКУНДЫ",
                         help=f"сколько секунд ждать имя нового клиента "
                              f"(по умолчанию {config.NAME_TIMEOUT:g})")
-    options.add_argument("--send-queue-limit", type=int, default=config.SEND_QUEUE_LIMIT,
+    options.add_argument("--send-queue-limit", type=positive_int, default=config.SEND_QUEUE_LIMIT,
                         metavar="СТРОКИ",
                         help=f"сколько строк может ждать отправки одному клиенту, прежде чем "
                              f"его отключат как не успевающего (по умолчанию {config.SEND_QUEUE_LIMIT})")
-    options.add_argument("--send-queue-bytes", type=int, default=config.SEND_QUEUE_BYTES,
+    options.add_argument("--send-queue-bytes", type=positive_int, default=config.SEND_QUEUE_BYTES,
                         metavar="БАЙТЫ",
                         help=f"то же ограничение в байтах (по умолчанию {config.SEND_QUEUE_BYTES})")
-    options.add_argument("--max-message-bytes", type=int, default=config.MAX_MESSAGE_BYTES,
+    options.add_argument("--max-message-bytes", type=positive_int, default=config.MAX_MESSAGE_BYTES,
                         metavar="БАЙТЫ",
                         help=f"наибольшая длина сообщения в байтах без конца строки "
                              f"(по умолчанию {config.MAX_MESSAGE_BYTES})")
-    options.add_argument("--flush-timeout", type=float, default=config.SHUTDOWN_FLUSH_TIMEOUT,
+    options.add_argument("--flush-timeout", type=positive_seconds, default=config.SHUTDOWN_FLUSH_TIMEOUT,
                         metavar="СЕКУНДЫ",
                         help=f"сколько секунд при остановке дослать очереди "
                              f"(по умолчанию {config.SHUTDOWN_FLUSH_TIMEOUT:g})")
-    options.add_argument("--backlog", type=int, default=config.BACKLOG, metavar="N",
+    options.add_argument("--backlog", type=positive_int, default=config.BACKLOG, metavar="N",
                         help=f"очередь ещё не принятых подключений в ядре "
                              f"(по умолчанию {config.BACKLOG})")
     options.add_argument("-v", "--verbose", action="store_true",

@@ -215,3 +215,100 @@ def test_client_asks_again_after_a_taken_name(udp_server, make_udp_client):
     assert result.stderr.count(protocol.ERROR_PREFIX) == 1, result.stderr
     assert is_notice_about(next_line(watcher.lines), "Вася")
     assert next_line(watcher.lines) == "Вася: привет"
+
+
+# --- Command-line values -------------------------------------------------------------
+@pytest.mark.parametrize(
+    "module, args",
+    [
+        ("udp_chat.server", ["--port", "70000"]),
+        ("udp_chat.server", ["--client-timeout", "0"]),
+        ("udp_chat.server", ["--client-timeout", "-1"]),
+        ("udp_chat.server", ["--max-message-bytes", "0"]),
+        ("udp_chat.client", ["--port", "70000", "--name", "Вася"]),
+        ("udp_chat.client", ["--heartbeat", "0", "--name", "Вася"]),
+        ("udp_chat.client", ["--heartbeat", "nan", "--name", "Вася"]),
+        ("tcp_chat.server", ["--port", "-5"]),
+        ("tcp_chat.server", ["--name-timeout", "0"]),
+        ("tcp_chat.server", ["--max-clients", "0"]),
+        ("tcp_chat.client", ["--port", "65536", "--name", "Вася"]),
+    ],
+)
+def test_out_of_range_values_get_a_usage_error_in_russian(module, args):
+    # Zero timeouts would make a socket non-blocking and a server spin; a port
+    # over 65535 used to end in an OverflowError traceback.
+    result = run_module(module, *args)
+    assert result.returncode == 2, result.stderr
+    assert_no_traceback(result.stderr)
+    assert re.search("[а-яё]", result.stderr.splitlines()[-1]), result.stderr
+
+
+@posix_signals
+@pytest.mark.parametrize("module", ["udp_chat.server", "tcp_chat.server"])
+def test_server_started_with_sigint_ignored_still_stops_on_sigint(module):
+    # A shell script starts background jobs with SIGINT ignored; the server
+    # must still stop on Ctrl+C / kill -INT, as its README says.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, "--port", "0"], cwd=udp_support.REPO_ROOT,
+        env=udp_support.child_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        assert BOUND_ADDRESS.search(proc.stderr.readline().decode(config.ENCODING))
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(TIMEOUT) == 0
+        assert_no_traceback(proc.stderr.read().decode(config.ENCODING))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(TIMEOUT)
+        proc.stderr.close()
+
+
+# --- Flags take effect ---------------------------------------------------------------
+def test_server_client_timeout_flag_is_used(spawn, make_peer, make_udp_client):
+    _, address = start_server(spawn, "--client-timeout", 0.5)
+    watcher = make_udp_client(address, "Наблюдатель", heartbeat=0.05)
+    silent = make_peer(address)
+    silent.join("Молчун")
+    assert is_notice_about(next_line(watcher.lines), "Молчун")  # joins
+    # With the default CLIENT_TIMEOUT (15 s) this would not come within TIMEOUT (10 s).
+    assert config.CLIENT_TIMEOUT > TIMEOUT
+    assert is_notice_about(next_line(watcher.lines), "Молчун")  # removed as silent
+    assert client_users(watcher) == ["Наблюдатель"]
+
+
+def test_client_heartbeat_flag_is_used():
+    # The test plays the server: it welcomes the client and counts its pings.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as fake:
+        fake.bind((LOCALHOST, 0))
+        fake.settimeout(TIMEOUT)
+        child = Child("udp_chat.client", "--port", fake.getsockname()[1], "--name", "Вася",
+                      "--heartbeat", 0.1, stdin=subprocess.PIPE)
+        try:
+            join, client = fake.recvfrom(65535)
+            assert join == "/join Вася".encode(config.ENCODING)
+            fake.sendto(protocol.encode_line(f"{protocol.WELCOME_PREFIX}, Вася!"), client)
+            started = time.monotonic()
+            for _ in range(3):  # the default heartbeat (5 s) would send none this soon
+                assert fake.recv(65535) == protocol.PING_COMMAND.encode()
+            assert time.monotonic() - started < config.HEARTBEAT_INTERVAL
+            child.proc.stdin.close()  # EOF: the client says /quit
+            while fake.recv(65535) != b"/quit":
+                pass  # a ping may come first
+            fake.sendto(protocol.encode_line(f"{protocol.GOODBYE_PREFIX}, Вася!"), client)
+            assert child.wait() == 0
+        finally:
+            child.kill()
+
+
+def test_client_refuses_a_line_too_big_for_a_datagram_and_goes_on(udp_server, make_udp_client):
+    watcher = make_udp_client(udp_server.address, "Наблюдатель")
+    result = run_module("udp_chat.client", "--port", udp_server.address[1], "--name", "Вася",
+                        input="я" * 40000 + "\nпосле\n")
+    assert result.returncode == 0, result.stderr
+    assert_no_traceback(result.stderr)
+    errors = [line for line in result.stdout.splitlines() if line.startswith(protocol.ERROR_PREFIX)]
+    assert len(errors) == 1 and "датаграмм" in errors[0], result.stdout
+    assert is_notice_about(next_line(watcher.lines), "Вася")
+    assert next_line(watcher.lines) == "Вася: после"  # the next line still went out

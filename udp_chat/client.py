@@ -16,12 +16,14 @@ import threading
 
 from chat_common import config
 from chat_common import protocol
-from chat_common.console import Console, make_parser
+from chat_common.console import Console, make_parser, port_number, positive_seconds
 
 RECV_BYTES = 65535
 """Receive buffer in bytes: any UDP datagram fits."""
 
-PING = "/ping"
+MAX_DATAGRAM_BYTES = 65507
+"""Largest UDP payload over IPv4 (65535 - 8 bytes of UDP - 20 of IP): a longer
+message cannot be one datagram at all, so the client refuses it itself."""
 
 _FORGOTTEN = (protocol.SHUTDOWN_NOTICE, protocol.JOIN_FIRST)
 """Lines after which the server no longer counts us as a member: it is
@@ -42,10 +44,12 @@ class ChatClient:
     ``/join``.
 
     The socket is *connected* to the server: it only accepts datagrams from
-    the server, and an ICMP "port unreachable" comes back as
-    ``ConnectionRefusedError``.
+    the server, and an ICMP "port unreachable" comes back as an error:
+    ``ConnectionRefusedError`` on Linux and macOS, ``ConnectionResetError``
+    on Windows.
 
-    Raises ``ConnectionRefusedError`` if nothing listens on the port,
+    Raises ``ConnectionRefusedError`` (Windows: ``ConnectionResetError``)
+    if nothing listens on the port,
     ``TimeoutError`` if no answer to ``/join`` comes in ``timeout`` seconds,
     :class:`~chat_common.protocol.NameRefused` if the server refuses the name.
     After joining, :attr:`welcome` holds the server's welcome line.
@@ -74,7 +78,7 @@ class ChatClient:
 
     def _join(self, name, timeout):
         self.sock.settimeout(timeout)
-        self._send_datagram(f"/join {name}")
+        self._send_datagram(f"{protocol.JOIN_COMMAND} {name}")
         answer = self._receive_line()
         self.sock.settimeout(None)
         if answer.startswith(protocol.ERROR_PREFIX):
@@ -108,7 +112,7 @@ class ChatClient:
         # sign, so we break the silence on a timer.
         while not self._stop_heartbeat.wait(self.heartbeat):
             try:
-                self._send_datagram(PING)
+                self._send_datagram(protocol.PING_COMMAND)
             except OSError:
                 return  # the receiver thread reports the lost server
 
@@ -120,11 +124,20 @@ class ChatClient:
         """Send one message or command (``str``) as one datagram.
 
         Raises ``ValueError`` if ``text`` holds a newline (one datagram is
-        one message) and ``OSError`` if the server is unreachable.
+        one message), :class:`~chat_common.protocol.MessageRefused` if it is
+        longer than :data:`MAX_DATAGRAM_BYTES` bytes in UTF-8 (the server
+        refuses anything over its own, smaller limit with an error line), and
+        ``OSError`` if the server is unreachable.
         """
         if "\n" in text:
             raise ValueError("one message per send(): text must not contain a newline")
-        self._send_datagram(text)
+        data = text.encode(config.ENCODING)
+        if len(data) > MAX_DATAGRAM_BYTES:
+            raise protocol.MessageRefused(
+                f"Сообщение длиннее {MAX_DATAGRAM_BYTES} байт не помещается в одну "
+                "датаграмму — оно не отправлено"
+            )
+        self.sock.send(data)
 
     def close(self, timeout=config.CLOSE_WAIT_TIMEOUT):
         """Say ``/quit``, wait up to ``timeout`` seconds for the goodbye, then
@@ -162,10 +175,10 @@ def build_parser():
     )
     options.add_argument("--host", default=config.HOST, metavar="АДРЕС",
                         help=f"адрес сервера (по умолчанию {config.HOST})")
-    options.add_argument("--port", type=int, default=config.UDP_PORT, metavar="ПОРТ",
+    options.add_argument("--port", type=port_number, default=config.UDP_PORT, metavar="ПОРТ",
                         help=f"порт сервера (по умолчанию {config.UDP_PORT})")
     options.add_argument("--name", metavar="ИМЯ", help="имя в чате; без него клиент спросит имя")
-    options.add_argument("--heartbeat", type=float, default=config.HEARTBEAT_INTERVAL,
+    options.add_argument("--heartbeat", type=positive_seconds, default=config.HEARTBEAT_INTERVAL,
                         metavar="СЕКУНДЫ",
                         help=f"как часто сообщать серверу, что клиент жив "
                              f"(по умолчанию раз в {config.HEARTBEAT_INTERVAL:g} с)")
@@ -195,6 +208,8 @@ def main(argv=None):
     console = Console()
     try:
         client = join(args, console)
+    except KeyboardInterrupt:  # Ctrl+C while waiting for the server's answer
+        return 1
     except OSError as error:  # TimeoutError is one too
         reason = "сервер не отвечает" if isinstance(error, TimeoutError) else error.strerror
         print(f"Нет связи с сервером UDP {args.host}:{args.port}: {reason}", file=sys.stderr)

@@ -23,7 +23,8 @@ import time
 
 from chat_common import config
 from chat_common import protocol
-from chat_common.console import make_parser, serve_until_signal, setup_logging
+from chat_common.console import (make_parser, port_number, positive_int, positive_seconds,
+                                 serve_until_signal, setup_logging)
 
 log = logging.getLogger("udp_chat.server")
 
@@ -36,8 +37,6 @@ MAX_POLL_INTERVAL = 0.5
 """Longest wait in ``recvfrom()`` before the server checks for silent members
 and for stop(), in seconds."""
 
-PING = "/ping"
-JOIN = "/join"
 
 
 class ChatServer:
@@ -142,11 +141,11 @@ class ChatServer:
 
     def _handle_member(self, address, text):
         word, _ = protocol.split_command(text)
-        if word == PING:
+        if word == protocol.PING_COMMAND:
             return  # a heartbeat only refreshes _last_seen
         name = self._room.name_of(address)
-        if word == JOIN:
-            self._reply(address, protocol.error_line(f"Вы уже в чате под именем {name}"))
+        if word == protocol.JOIN_COMMAND:
+            self._reply(address, protocol.error_line(protocol.already_joined_text(name)))
             return
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s: %s", name, text)
@@ -163,7 +162,7 @@ class ChatServer:
         forged sender address cannot turn the server into an amplifier.
         """
         word, name = protocol.split_command(text)
-        if word != JOIN:
+        if word != protocol.JOIN_COMMAND:
             self._reply(address, protocol.JOIN_FIRST)
             return
         try:
@@ -218,13 +217,13 @@ def build_parser():
     options.add_argument("--host", default=config.HOST, metavar="АДРЕС",
                         help=f"адрес, на котором слушать (по умолчанию {config.HOST}; "
                              "0.0.0.0 — все сетевые интерфейсы)")
-    options.add_argument("--port", type=int, default=config.UDP_PORT, metavar="ПОРТ",
+    options.add_argument("--port", type=port_number, default=config.UDP_PORT, metavar="ПОРТ",
                         help=f"порт UDP (по умолчанию {config.UDP_PORT}; 0 — любой свободный)")
-    options.add_argument("--client-timeout", type=float, default=config.CLIENT_TIMEOUT,
+    options.add_argument("--client-timeout", type=positive_seconds, default=config.CLIENT_TIMEOUT,
                         metavar="СЕКУНДЫ",
                         help=f"через сколько секунд тишины участник считается ушедшим "
                              f"(по умолчанию {config.CLIENT_TIMEOUT:g})")
-    options.add_argument("--max-message-bytes", type=int, default=config.MAX_MESSAGE_BYTES,
+    options.add_argument("--max-message-bytes", type=positive_int, default=config.MAX_MESSAGE_BYTES,
                         metavar="БАЙТЫ",
                         help=f"наибольшая длина датаграммы в байтах без конца строки "
                              f"(по умолчанию {config.MAX_MESSAGE_BYTES})")
