@@ -49,13 +49,19 @@ class Console:
         self._readline = _load_readline()
         self.prompt = "> " if self._readline else ""
         self._output = threading.Lock()  # one line at a time on the screen
+        self._state = threading.Lock()  # orders "connection lost" against run()
+        self._running = False  # run() is reading input and may be interrupted
         self._quitting = False
         self.lost = False
+        # A chat line must never kill the receiver thread: where stdout cannot
+        # encode a letter (a Windows pipe uses the ANSI code page), print "?".
+        if hasattr(sys.stdout, "reconfigure"):
+            sys.stdout.reconfigure(errors="replace")
 
     def show(self, line):
         """Print one incoming line (``str``); safe to call from any thread."""
         with self._output:
-            if self._readline:
+            if self._readline and not self._quitting:
                 typed = self._readline.get_line_buffer()
                 # \r and "erase line" remove the input line, then draw it again.
                 sys.stdout.write(f"\r\x1b[K{line}\n{self.prompt}{typed}")
@@ -67,9 +73,14 @@ class Console:
         """Called by the receiver thread when the server side is gone."""
         if self._quitting:
             return  # the answer to our own /quit: nothing is lost
-        self.lost = True
         self.show(LOST_NOTICE)
-        _interrupt_main_thread()
+        with self._state:
+            self.lost = True
+            # Before run() the main thread is still connecting or sending the
+            # name, where an interrupt would surface as a traceback; run()
+            # sees ``lost`` and does not start reading.
+            if self._running:
+                _interrupt_main_thread()
 
     def run(self, client):
         """Send typed lines until ``/quit``, EOF or Ctrl+C; return the exit code.
@@ -81,7 +92,11 @@ class Console:
         # (a shell starts background jobs with SIGINT ignored).
         signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
-            self._send_typed_lines(client)
+            with self._state:
+                self._running = True
+                lost_already = self.lost
+            if not lost_already:
+                self._send_typed_lines(client)
         except KeyboardInterrupt:
             pass  # Ctrl+C, or the receiver thread telling us the server is gone
         except OSError:

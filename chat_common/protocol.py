@@ -225,7 +225,8 @@ def decode_lines(events, max_bytes=config.MAX_MESSAGE_BYTES):
 
     When every line is fine, which is nearly always, the whole batch costs
     one ``decode()`` and one scan of the bytes for control characters
-    instead of one each per line: that matters to a server receiving thousands of lines a second.
+    instead of one each per line: that matters to a server receiving
+    thousands of lines a second.
     """
     if not events:
         return []

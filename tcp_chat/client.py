@@ -178,6 +178,8 @@ def main(argv=None):
     try:
         client = ChatClient(args.host, args.port, on_line=console.show,
                             on_close=console.connection_closed)
+    except KeyboardInterrupt:  # Ctrl+C while connecting
+        return 1
     except OSError as error:
         reason = error.strerror or error
         print(f"Не удалось подключиться к {args.host}:{args.port}: {reason}", file=sys.stderr)

@@ -450,24 +450,30 @@ class ChatServer:
         """
         items = protocol.decode_lines(events, self.max_message_bytes)
         batch = Batch(self._room)
+        quit_unnamed = False
         with self._lock:
             if conn not in self._room:
-                items = self._handshake(conn, items, batch)
+                items, quit_unnamed = self._handshake(conn, items, batch)
             outcome = self._room.handle_many(conn, items) if items else protocol.Outcome()
             batch.add(outcome.deliveries)
             batch.queue()
         if log.isEnabledFor(logging.DEBUG):
             for item in items:
                 log.debug("%s: %s", conn.name, item)
-        return outcome.close
+        return outcome.close or quit_unnamed
 
     def _handshake(self, conn, items, batch):
-        """Take the name from the first valid item; return the items after it.
+        """Take the name from the first valid item.
 
-        Until a name is accepted, every refused line gets its error and the
-        prompt again; no items are left then.
+        Returns ``(items after the name, quit)``.  Until a name is accepted,
+        every refused line gets its error and the prompt again; ``/quit``
+        instead of a name gets the goodbye and ``quit`` is True, so ``nc``
+        users (and a piped client whose input ended) can leave at the prompt.
         """
         for index, item in enumerate(items):
+            if isinstance(item, str) and protocol.split_command(item.strip())[0] == "/quit":
+                batch.add([protocol.Delivery(f"{protocol.GOODBYE_PREFIX}!", to=(conn,))])
+                return [], True
             if isinstance(item, str):
                 try:
                     batch.add(self._room.join(conn, item))
@@ -476,12 +482,12 @@ class ChatServer:
                 else:
                     conn.name = self._room.name_of(conn)
                     log.info("Вход в чат: %s (%s)", conn.name, conn.label)
-                    return items[index + 1:]
+                    return items[index + 1:], False
             batch.add([
                 protocol.Delivery(protocol.error_line(str(item)), to=(conn,)),
                 protocol.Delivery(protocol.NAME_PROMPT, to=(conn,)),
             ])
-        return []
+        return [], False
 
     def _drop(self, conn, reason=None):
         """Remove ``conn`` from the room (if joined) and tell the others once."""

@@ -6,6 +6,7 @@ repository root with UTF-8 standard streams.  Output is read by threads
 """
 
 import importlib
+import os
 import re
 import signal
 import socket
@@ -18,6 +19,7 @@ from chat_common import protocol
 from chat_common.console import LOST_NOTICE
 from conftest import (
     LOCALHOST,
+    REPO_ROOT,
     TIMEOUT,
     LineReader,
     collect,
@@ -225,6 +227,44 @@ def test_client_cli_connection_refused(run_module):
     assert str(port) in err
     assert "Traceback" not in err
     assert out == ""
+
+
+@pytest.mark.parametrize("with_name", [True, False], ids=["--name", "asks-name"])
+def test_client_cli_on_a_full_server_exits_1_without_traceback(
+        make_server, make_raw, run_module, with_name):
+    # The server refuses and closes at once, often before the client's main
+    # thread has finished connecting: that used to end in a KeyboardInterrupt
+    # traceback (exit 130) in some runs, so several runs are tried.
+    server = make_server(max_clients=1)
+    holder = make_raw(server.address)
+    assert holder.read_line() == protocol.NAME_PROMPT
+    args = ["--name", "Лишний"] if with_name else []
+    for _ in range(6):
+        process, out, err = start_client(run_module, server.address, *args)
+        # stdin stays open: only the server can end this client.
+        assert process.wait(TIMEOUT) == 1
+        shown = out.read_all()
+        assert shown[0].startswith(protocol.ERROR_PREFIX) and "переполнен" in shown[0]
+        assert shown[-1] == LOST_NOTICE
+        assert "Traceback" not in "\n".join(err.read_all())
+        process.stdin.close()
+
+
+def test_client_cli_survives_a_stdout_that_cannot_encode_cyrillic(server, make_client):
+    # A Windows pipe has the ANSI code page; letters it lacks become "?".
+    watcher = make_client(server.address, "Наблюдатель")
+    env = dict(os.environ, PYTHONIOENCODING="ascii")
+    result = subprocess.run(
+        [sys.executable, "-m", "tcp_chat.client", "--host", LOCALHOST,
+         "--port", str(server.address[1]), "--name", "Bob"],
+        cwd=REPO_ROOT, env=env, input=b"hi\n", capture_output=True, timeout=3 * TIMEOUT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert b"Traceback" not in result.stderr, result.stderr
+    shown = result.stdout.decode("ascii").splitlines()
+    assert shown[1].startswith("*** ") and "Bob!" in shown[1] and "?" in shown[1]  # welcome
+    assert shown[-1].startswith("*** ") and "Bob!" in shown[-1]  # goodbye
+    assert collect(watcher, 3) == [join_notice("Bob"), "Bob: hi", leave_notice("Bob")]
 
 
 def test_client_cli_server_goes_away(make_server, make_client, run_module):

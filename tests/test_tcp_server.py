@@ -100,6 +100,16 @@ def test_invalid_name_gets_error_then_prompt(server, make_raw, name):
     assert raw.read_line() == welcome_line("Верный")
 
 
+@pytest.mark.parametrize("command", ["/quit", "/QUIT", " /quit  "])
+def test_quit_at_the_name_prompt_says_goodbye_and_closes(server, make_raw, command):
+    raw = make_raw(server.address)
+    assert raw.read_line() == protocol.NAME_PROMPT
+    raw.send_line(command)
+    assert raw.read_line().startswith(protocol.GOODBYE_PREFIX)
+    raw.expect_eof()
+    assert server.member_count == 0
+
+
 @pytest.mark.parametrize(
     "data",
     [b"\xff\xfe\n", b"esc\x1b[1m\n", "c1\u009b".encode() + b"\n", b"z" * (MAX + 1) + b"\n"],

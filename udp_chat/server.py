@@ -38,7 +38,6 @@ MAX_POLL_INTERVAL = 0.5
 and for stop(), in seconds."""
 
 
-
 class ChatServer:
     """Single-threaded UDP chat server (see the module docstring).
 
