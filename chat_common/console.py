@@ -163,8 +163,10 @@ def serve_until_signal(server, log):
     # background job of a script).
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    server.start()
     try:
+        # start() is inside the try: a signal may come as soon as start()
+        # has logged the address, before wait() is reached.
+        server.start()
         server.wait()
     except KeyboardInterrupt:
         log.info("Получен сигнал остановки")
