@@ -39,8 +39,10 @@ def handle(conn):
             return conn.close()
         data += chunk
     name = data.split(b"\n")[0].decode("utf-8", "replace").strip()
-    conn.sendall(protocol.encode_line(f"{protocol.WELCOME_PREFIX}, {name}!"))
+    # Registered before the welcome: a client that got its welcome must get
+    # what others send next, or the benchmark would count a join race as loss.
     clients[name] = conn
+    conn.sendall(protocol.encode_line(f"{protocol.WELCOME_PREFIX}, {name}!"))
     try:
         while chunk := conn.recv(4096):  # the textbook buffer size
             try:

@@ -95,6 +95,25 @@ def test_server_cli_stops_cleanly_on_signal(run_module, make_client, signum):
 
 
 @posix_signals
+def test_server_cli_logs_each_leave_with_peer_address_and_cause(run_module, make_client):
+    process, log, address = start_server(run_module)
+    anna = make_client(address, "Анна")
+    boris = make_client(address, "Борис")
+    assert next_line(anna) == join_notice("Борис")
+    boris_peer = "%s:%s" % boris.sock.getsockname()[:2]
+    anna_peer = "%s:%s" % anna.sock.getsockname()[:2]
+    boris.close()  # says /quit
+    assert next_line(anna) == leave_notice("Борис")
+    process.send_signal(signal.SIGINT)
+    assert process.wait(TIMEOUT) == 0
+    lines = log.read_all()
+    left = [line for line in lines if "Отключение" in line]
+    assert any("Борис" in line and boris_peer in line and "/quit" in line for line in left), lines
+    assert any("Анна" in line and anna_peer in line and "сервер остановлен" in line
+               for line in left), lines
+
+
+@posix_signals
 def test_server_cli_verbose_logs_messages(run_module, make_client):
     process, log, address = start_server(run_module, "-v")
     anna = make_client(address, "Анна")
