@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 from chat_common.protocol import ProtocolError, error_line
 
@@ -148,31 +149,37 @@ def setup_logging(verbose):
     )
 
 
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt
+SIGNAL_POLL_INTERVAL = 0.1
+"""Seconds between the main thread's looks at whether a stop signal came."""
 
 
 def serve_until_signal(server, log):
     """Run ``server`` until Ctrl+C (SIGINT) or SIGTERM, then stop it; return 0.
 
-    ``server`` needs ``start()``, ``wait()`` and ``stop()``; ``log`` is the
-    server's ``logging.Logger``.  Must run in the main thread.
+    ``server`` needs ``start()`` and ``stop()``; ``log`` is the server's
+    ``logging.Logger``.  Must run in the main thread.
+
+    The signal handler only records the signal; the main thread notices it
+    within :data:`SIGNAL_POLL_INTERVAL` and stops the server.  A handler that
+    raised KeyboardInterrupt could interrupt the main thread anywhere, even
+    inside the lock of a ``threading.Event``, and leave it broken.
     """
+    received = []
+
+    def record(signum, frame):
+        received.append(signum)  # a list append: safe wherever the main thread is
+
     # SIGTERM (kill, service managers) stops the server as Ctrl+C does, and
     # SIGINT must work even where a shell started us with it ignored (a
     # background job of a script).
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, record)
+    signal.signal(signal.SIGINT, record)
     try:
-        # start() is inside the try: a signal may come as soon as start()
-        # has logged the address, before wait() is reached.
         server.start()
-        server.wait()
-    except KeyboardInterrupt:
+        while not received:
+            time.sleep(SIGNAL_POLL_INTERVAL)  # interruptible on Windows too
         log.info("Получен сигнал остановки")
     finally:
-        # A second Ctrl+C must not break the orderly stop with a traceback.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
         server.stop()
     return 0
 

@@ -105,7 +105,7 @@ def test_server_logs_bound_address_and_stops_on_signal(spawn, make_peer, signum)
     child.proc.send_signal(signum)
     assert anya.recv() == protocol.SHUTDOWN_NOTICE
     assert boris.recv() == protocol.SHUTDOWN_NOTICE
-    assert child.wait() == 0
+    assert child.wait() == 0, child.err_lines[-10:]
     log = "\n".join(child.err_lines)
     assert_no_traceback(log)
     assert "{}:{}".format(*anya.address) in log  # joins are logged with the address
