@@ -344,15 +344,6 @@ class ChatServer:
         log.info("Сервер TCP слушает %s:%s", *self.address)
         self._accept_thread.start()
 
-    def wait(self):
-        """Block until :meth:`stop` has finished.
-
-        Waits in short steps so that Ctrl+C reaches the main thread on
-        Windows too, where an endless wait cannot be interrupted.
-        """
-        while not self._stopped.wait(0.5):
-            pass
-
     def stop(self):
         """Tell every member, flush their queues (bounded), close, join threads.
 

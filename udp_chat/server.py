@@ -79,11 +79,6 @@ class ChatServer:
         log.info("Сервер UDP слушает %s:%s", *self.address)
         self._thread.start()
 
-    def wait(self):
-        """Block until :meth:`stop` has finished (short waits: Ctrl+C on Windows)."""
-        while not self._stopped.wait(0.5):
-            pass
-
     def stop(self):
         """Tell every member the server is stopping, close the socket, join the
         thread.  Safe to call more than once and from any thread."""
