@@ -22,7 +22,7 @@ import socket
 import sys
 
 from chat_common import protocol
-from chat_common.console import setup_logging
+from chat_common.cli import setup_logging
 
 log = logging.getLogger("benchmarks.forwarder")
 RECV_BYTES = 1 << 18

@@ -25,7 +25,7 @@ import socket
 import threading
 
 from chat_common import protocol
-from chat_common.console import setup_logging
+from chat_common.cli import setup_logging
 
 clients = {}  # name -> socket, shared by all threads WITHOUT a lock (the classic bug)
 

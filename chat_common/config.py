@@ -5,6 +5,8 @@ notebooks import these values; nothing else hard-codes them.  Command-line
 flags of the servers and clients override them per run.
 """
 
+from dataclasses import dataclass
+
 # --- Addresses -------------------------------------------------------------
 HOST = "127.0.0.1"
 """Default address: loopback, so a student's chat is not reachable from the
@@ -76,3 +78,26 @@ joined, so that a spoofed sender cannot use the server as an amplifier."""
 # --- Clients ---------------------------------------------------------------
 CLOSE_WAIT_TIMEOUT = 5.0
 """Seconds a client waits for the server to answer ``/quit`` before leaving."""
+
+
+# --- The limits of one server, as its keyword arguments ---------------------
+@dataclass(frozen=True)
+class TcpLimits:
+    """Keyword arguments of ``tcp_chat.server.ChatServer`` and the options of
+    the same names (``max_clients`` is ``--max-clients``); units as above."""
+
+    max_clients: int = MAX_CLIENTS
+    name_timeout: float = NAME_TIMEOUT
+    send_queue_limit: int = SEND_QUEUE_LIMIT
+    send_queue_bytes: int = SEND_QUEUE_BYTES
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+    flush_timeout: float = SHUTDOWN_FLUSH_TIMEOUT
+    backlog: int = BACKLOG
+
+
+@dataclass(frozen=True)
+class UdpLimits:
+    """Keyword arguments of ``udp_chat.server.ChatServer`` (see TcpLimits)."""
+
+    client_timeout: float = CLIENT_TIMEOUT
+    max_message_bytes: int = MAX_MESSAGE_BYTES

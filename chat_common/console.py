@@ -1,25 +1,16 @@
-"""The terminal side of both variants (TCP and UDP): client console, server run.
+"""The client's terminal, shared by both variants (TCP and UDP).
 
-This is the only shared module that does I/O, and only on the terminal and
-the process:
-
-* :class:`Console`: the client's main thread reads what the user types and
-  hands it to a client object; the client's receiver thread calls
-  :meth:`Console.show` for every incoming line.  A client object needs
-  ``send(text)``, ``close()`` and a ``threading.Event`` named ``closed``;
-  both ``tcp_chat.client.ChatClient`` and ``udp_chat.client.ChatClient``
-  have them.
-* :func:`setup_logging` and :func:`serve_until_signal`: how both server
-  programs log and stop; :func:`make_parser`: command-line help in Russian.
+:class:`Console`: the client's main thread reads what the user types and
+hands it to a client object; the client's receiver thread calls
+:meth:`Console.show` for every incoming line.  A client object needs
+``send(text)``, ``close()`` and a ``threading.Event`` named ``closed``; both
+``tcp_chat.client.ChatClient`` and ``udp_chat.client.ChatClient`` have them.
 """
 
-import argparse
-import logging
 import os
 import signal
 import sys
 import threading
-import time
 
 from chat_common.protocol import ProtocolError, error_line
 
@@ -62,7 +53,7 @@ class Console:
     def show(self, line):
         """Print one incoming line (``str``); safe to call from any thread."""
         with self._output:
-            if self._readline and not self._quitting:
+            if self._readline and self._running and not self._quitting:
                 typed = self._readline.get_line_buffer()
                 # \r and "erase line" remove the input line, then draw it again.
                 sys.stdout.write(f"\r\x1b[K{line}\n{self.prompt}{typed}")
@@ -138,105 +129,3 @@ def _interrupt_main_thread():
     else:
         sys.stdout.flush()
         os._exit(1)
-
-
-def setup_logging(verbose):
-    """Log to stderr with timestamps; DEBUG level (message texts) if ``verbose``."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
-
-
-SIGNAL_POLL_INTERVAL = 0.1
-"""Seconds between the main thread's looks at whether a stop signal came."""
-
-
-def serve_until_signal(server, log):
-    """Run ``server`` until Ctrl+C (SIGINT) or SIGTERM, then stop it; return 0.
-
-    ``server`` needs ``start()`` and ``stop()``; ``log`` is the server's
-    ``logging.Logger``.  Must run in the main thread.
-
-    The signal handler only records the signal; the main thread notices it
-    within :data:`SIGNAL_POLL_INTERVAL` and stops the server.  A handler that
-    raised KeyboardInterrupt could interrupt the main thread anywhere, even
-    inside the lock of a ``threading.Event``, and leave it broken.
-    """
-    received = []
-
-    def record(signum, frame):
-        received.append(signum)  # a list append: safe wherever the main thread is
-
-    # SIGTERM (kill, service managers) stops the server as Ctrl+C does, and
-    # SIGINT must work even where a shell started us with it ignored (a
-    # background job of a script).
-    signal.signal(signal.SIGTERM, record)
-    signal.signal(signal.SIGINT, record)
-    try:
-        server.start()
-        while not received:
-            time.sleep(SIGNAL_POLL_INTERVAL)  # interruptible on Windows too
-        log.info("Получен сигнал остановки")
-    finally:
-        server.stop()
-    return 0
-
-
-def port_number(text):
-    """argparse type: a port number, 0 to 65535 (int); Russian error otherwise."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"не число: {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"порт должен быть от 0 до 65535, а не {port}")
-    return port
-
-
-def positive_int(text):
-    """argparse type: a whole number above zero (int); Russian error otherwise."""
-    try:
-        number = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"не целое число: {text!r}") from None
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"нужно число больше нуля, а не {number}")
-    return number
-
-
-def positive_seconds(text):
-    """argparse type: a duration in seconds above zero (float); Russian error otherwise.
-
-    Zero is refused on purpose: ``settimeout(0)`` would make a socket
-    non-blocking and the server would spin instead of waiting.
-    """
-    try:
-        seconds = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"не число: {text!r}") from None
-    if not seconds > 0 or seconds == float("inf"):  # also refuses NaN
-        raise argparse.ArgumentTypeError(f"нужно число секунд больше нуля, а не {text}")
-    return seconds
-
-
-class _RussianHelpFormatter(argparse.HelpFormatter):
-    def add_usage(self, usage, actions, groups, prefix=None):
-        return super().add_usage(usage, actions, groups, prefix or "Запуск: ")
-
-
-def make_parser(prog, description):
-    """Return ``(parser, options)``: an ``argparse.ArgumentParser`` whose help
-    headings are in Russian, and the argument group to add options to.
-
-    argparse writes its own words ("usage:", "options:") in English; the
-    program's users read Russian.
-    """
-    parser = argparse.ArgumentParser(
-        prog=prog, description=description, add_help=False,
-        formatter_class=_RussianHelpFormatter,
-    )
-    options = parser.add_argument_group("параметры")
-    options.add_argument("-h", "--help", action="help", help="показать эту справку и выйти")
-    return parser, options

@@ -1,16 +1,8 @@
 """The chat rules, with no I/O at all (the "sans-I/O" pattern of h11).
 
 Nothing here touches a socket, a thread or a clock.  The TCP and UDP servers
-are thin transports around these pieces, so the two variants differ only in
-how bytes travel:
-
-* :class:`LineFramer` cuts a TCP byte stream into lines (UDP needs no framer:
-  one datagram is one message);
-* :func:`decode_message` turns the bytes of one message into text or refuses it;
-* :func:`validate_name` holds the name rules;
-* :class:`ChatRoom` keeps the members and answers every message with a list
-  of :class:`Delivery` objects: which line goes to whom.  The transport only
-  has to send them.
+are thin transports: they hand every received line or datagram to
+:meth:`ChatRoom.receive` and send the :class:`Delivery` lines it answers.
 
 Server to client, every line is one of four forms (names never contain a space
 or ``:``, so the forms never collide)::
@@ -27,11 +19,10 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from chat_common import config
+from chat_common.framing import LINE_TOO_LONG
 
-# --- Line formats ----------------------------------------------------------
 NOTICE_PREFIX = "*** "
 ERROR_PREFIX = "!!! "
-PRIVATE_MARK = " (лично)"
 
 
 def public_line(name, text):
@@ -41,7 +32,7 @@ def public_line(name, text):
 
 def private_line(name, text):
     """Format a private message: ``NAME (лично): TEXT``."""
-    return f"{name}{PRIVATE_MARK}: {text}"
+    return f"{name} (лично): {text}"
 
 
 def notice_line(text):
@@ -71,24 +62,15 @@ GOODBYE_PREFIX = NOTICE_PREFIX + "До свидания"
 SLOW_READER_REASON = "не успевает получать сообщения"
 SILENT_REASON = "нет связи (не приходят сигналы присутствия)"
 JOIN_FIRST = error_line("Сначала войдите в чат: /join ИМЯ")
-"""UDP only: the answer to anything from an address that has not joined."""
+"""UDP only: the answer to anything but ``/join NAME`` from a newcomer."""
 JOIN_COMMAND = "/join"
-"""UDP only: ``/join NAME`` is the first datagram of a client."""
 PING_COMMAND = "/ping"
-"""UDP only: the heartbeat datagram; it only tells the server we are alive."""
-
-
-def already_joined_text(name):
-    """UDP only: the error text for ``/join`` from an address that is a member."""
-    return f"Вы уже в чате под именем {name}"
+"""The heartbeat of a UDP client; a no-op command in both variants."""
+QUIT_COMMAND = "/quit"
 
 
 class ProtocolError(ValueError):
-    """Input that breaks a chat rule.
-
-    ``str(error)`` is the Russian explanation for the user; the transport
-    sends it back as an error line (:func:`error_line`).
-    """
+    """Input that breaks a chat rule; ``str(error)`` is the Russian reason."""
 
 
 class NameRefused(ProtocolError):
@@ -99,95 +81,21 @@ class MessageRefused(ProtocolError):
     """A message that is too long, not UTF-8, or has control characters."""
 
 
-# --- Framing (TCP only) ----------------------------------------------------
-class LineTooLong:
-    """Event of :class:`LineFramer`: a line longer than the limit was dropped."""
-
-    def __repr__(self):
-        return "LineTooLong()"
-
-
-LINE_TOO_LONG = LineTooLong()
-
-
-class LineFramer:
-    """Cut a TCP byte stream into lines ending in ``\\n``.
-
-    TCP delivers a stream, not messages: one ``recv()`` may return half a line,
-    several lines, or a line cut inside a multibyte UTF-8 letter.  The framer
-    keeps the unfinished tail between calls, so lines come out exactly as they
-    were sent.  Splitting on the byte ``\\n`` is safe in UTF-8: that byte never
-    occurs inside a multibyte character.
-
-    A line longer than ``max_line_bytes`` (not counting ``\\n`` or ``\\r\\n``)
-    yields one :data:`LINE_TOO_LONG` event and is discarded up to the next
-    ``\\n``; the framer never keeps more than ``max_line_bytes + 1`` bytes
-    (the ``+ 1`` is room for a ``\\r`` whose ``\\n`` has not arrived yet).
-    """
-
-    def __init__(self, max_line_bytes=config.MAX_MESSAGE_BYTES):
-        """``max_line_bytes``: longest line in bytes, without its ending."""
-        self.max_line_bytes = max_line_bytes
-        self._tail = b""
-        self._discarding = False  # inside a too-long line, waiting for its \n
-
-    def feed(self, data):
-        """Take the next bytes of the stream and return the finished events.
-
-        ``data``: bytes exactly as ``recv()`` returned them.  Returns a list
-        whose items are ``bytes`` (one complete line, without ``\\n`` but
-        possibly ending in ``\\r``, not yet decoded) or :data:`LINE_TOO_LONG`.
-        """
-        if self._discarding:
-            newline = data.find(b"\n")
-            if newline < 0:
-                return []
-            self._discarding = False
-            data = data[newline + 1:]
-        else:
-            data = self._tail + data
-        lines = data.split(b"\n")  # one C call, however many lines arrived
-        self._tail = lines.pop()  # the unfinished rest (b"" after a final \n)
-        if lines and max(map(len, lines)) > self.max_line_bytes:
-            lines = [self._check_length(line) for line in lines]
-        if len(self._tail) > self.max_line_bytes + 1:
-            lines.append(LINE_TOO_LONG)
-            self._tail = b""
-            self._discarding = True
-        return lines
-
-    def _check_length(self, line):
-        ending = 1 if line.endswith(b"\r") else 0  # \r\n counts as the ending
-        return LINE_TOO_LONG if len(line) - ending > self.max_line_bytes else line
-
-    @property
-    def buffered(self):
-        """Bytes kept from an unfinished line (int)."""
-        return len(self._tail)
-
-
-# --- Messages --------------------------------------------------------------
+# --- Messages and names ----------------------------------------------------
 # C0 controls except tab, DEL and C1 controls: ESC among them starts terminal
 # escape sequences, which must never reach another user's screen.
 _CONTROL_CHARS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
 def decode_message(raw, max_bytes=config.MAX_MESSAGE_BYTES):
-    """Turn the bytes of one message into text, or refuse it.
+    """Turn the bytes of one message (a line or a datagram) into ``str``.
 
-    ``raw``: one line (TCP) or one datagram (UDP), bytes.  One line ending
-    (``\\n``, ``\\r\\n`` or ``\\r``) is dropped, which is what ``nc`` and
-    ``telnet`` send.  ``max_bytes``: longest message in bytes without the
-    ending.  Returns ``str``.
-
-    Raises :class:`MessageRefused` when the message is longer than
-    ``max_bytes``, is not valid UTF-8, or contains a control character other
-    than tab (C0, DEL, C1).
+    One line ending (``\\n``, ``\\r\\n`` or ``\\r``, as ``nc`` and ``telnet``
+    send) is dropped.  ``max_bytes``: longest message in bytes without the
+    ending.  Raises :class:`MessageRefused` when the message is longer, is
+    not valid UTF-8, or has a control character other than tab.
     """
-    if raw.endswith(b"\n"):
-        raw = raw[:-1]
-    if raw.endswith(b"\r"):
-        raw = raw[:-1]
+    raw = raw.removesuffix(b"\n").removesuffix(b"\r")
     if len(raw) > max_bytes:
         raise MessageRefused(too_long_text(max_bytes))
     try:
@@ -199,72 +107,18 @@ def decode_message(raw, max_bytes=config.MAX_MESSAGE_BYTES):
     return text
 
 
-# The same set as bytes of valid UTF-8, to check many lines joined by \n at
-# once: C0 controls and DEL are single bytes below 0x80 (never part of a
-# multibyte letter), and a C1 control U+0080..U+009F is always the pair
-# \xc2 + \x80..\x9f (\xc2 is only ever a lead byte).  Deleting bytes with
-# translate() and searching for a literal are C loops, several times faster
-# than a regular expression over the decoded text.
-_C0_AND_DEL_BUT_NEWLINE = bytes(range(0x00, 0x09)) + bytes(range(0x0b, 0x20)) + b"\x7f"
-_C1_CONTROL_BYTES = re.compile(b"\xc2[\x80-\x9f]")
-
-
-def _has_control_bytes(data):
-    """Whether valid UTF-8 ``data`` holds a control character other than tab or ``\n``."""
-    if len(data.translate(None, _C0_AND_DEL_BUT_NEWLINE)) != len(data):
-        return True
-    return b"\xc2" in data and _C1_CONTROL_BYTES.search(data) is not None
-
-
-def decode_lines(events, max_bytes=config.MAX_MESSAGE_BYTES):
-    """Decode the events of :meth:`LineFramer.feed`, in order.
-
-    Returns a list with one item per event: the ``str`` of a valid line, or
-    the :class:`MessageRefused` error for a refused one (:data:`LINE_TOO_LONG`
-    included), with the same rules as :func:`decode_message`.
-
-    When every line is fine, which is nearly always, the whole batch costs
-    one ``decode()`` and one scan of the bytes for control characters
-    instead of one each per line: that matters to a server receiving
-    thousands of lines a second.
-    """
-    if not events:
-        return []
-    if LINE_TOO_LONG not in events:
-        joined = b"\n".join(events)
-        if b"\r" not in joined and max(map(len, events), default=0) <= max_bytes:
-            try:
-                text = joined.decode(config.ENCODING)
-            except UnicodeDecodeError:
-                text = None
-            if text is not None and not _has_control_bytes(joined):
-                return text.split("\n")
-    return [_decode_or_error(event, max_bytes) for event in events]
-
-
-def _decode_or_error(event, max_bytes):
-    if event is LINE_TOO_LONG:
-        return MessageRefused(too_long_text(max_bytes))
-    try:
-        return decode_message(event, max_bytes)
-    except MessageRefused as error:
-        return error
-
-
 def too_long_text(max_bytes=config.MAX_MESSAGE_BYTES):
     """The Russian error text for a message longer than ``max_bytes`` bytes."""
     return f"Сообщение длиннее {max_bytes} байт — оно отброшено"
 
 
 def validate_name(name):
-    """Check a user name and return it in Unicode normal form NFC.
+    """Check a user name (``str``) and return it in Unicode normal form NFC.
 
-    ``name``: the name exactly as typed, ``str``.  A valid name has 1 to
-    ``config.MAX_NAME_CHARS`` characters, each a letter of any alphabet, a
-    decimal digit, ``_`` or ``-``; so it never contains a space or ``:`` and
-    message lines stay unambiguous.  NFC makes a letter typed as base + accent
-    equal to the same letter typed as one character.
-
+    A valid name has 1 to ``config.MAX_NAME_CHARS`` characters, each a letter
+    of any alphabet, a decimal digit, ``_`` or ``-``; so it never contains a
+    space or ``:`` and message lines stay unambiguous.  NFC makes a letter
+    typed as base + accent equal to the same letter typed as one character.
     Raises :class:`NameRefused` with the reason.
     """
     name = unicodedata.normalize("NFC", name)
@@ -288,16 +142,9 @@ def split_command(text):
 
 # --- The room --------------------------------------------------------------
 class Delivery(NamedTuple):
-    """One line (``str``, without a final ``\\n``) and who gets it.
-
-    From :meth:`ChatRoom.handle_many`, ``line`` may hold several lines
-    joined by ``\\n``: a run of public messages to the same members.
-
-    ``to``: a tuple of member keys, or ``None`` for every member except
-    ``exclude``.  Resolve it with :meth:`ChatRoom.recipients`.  (A named
-    tuple rather than a dataclass: one is made per message, and tuples are
-    made fastest.)
-    """
+    """One line (``str``, without ``\\n``) and who gets it: the keys in
+    ``to`` (a tuple), or if ``to`` is None every member except ``exclude``.
+    Resolve it with :meth:`ChatRoom.recipients`."""
 
     line: str
     to: tuple = None
@@ -306,15 +153,18 @@ class Delivery(NamedTuple):
 
 @dataclass
 class Outcome:
-    """What the room answers to one message.
+    """What the room answers to one received message.
 
-    ``deliveries``: list of :class:`Delivery` to send, in order.
-    ``close``: True when the transport must close this member's connection
-    after sending (the member said ``/quit``).
+    ``deliveries``: list of :class:`Delivery`, in order.  ``close``: True
+    when the transport must end this key's session after sending (``/quit``).
+    ``joined``: the name of a newcomer who has just joined, else None.
+    ``text``: the decoded message, None if refused (for a verbose log).
     """
 
     deliveries: list = field(default_factory=list)
     close: bool = False
+    joined: str = None
+    text: str = None
 
 
 class ChatRoom:
@@ -323,10 +173,17 @@ class ChatRoom:
     A member is known by a *key* chosen by the transport: the connection
     object for TCP, the ``(host, port)`` address for UDP.  The room is not
     thread-safe: a threaded server calls it under one lock, which also gives
-    every member the same order of messages.
+    every member the same order of lines.
+
+    ``join_command``: how a newcomer joins.  False (TCP): the server sent
+    :data:`NAME_PROMPT` on connecting, and the first line is the name.  True
+    (UDP): there is no connection to prompt on, so the first datagram must be
+    ``/join NAME``.  ``max_message_bytes``: see :func:`decode_message`.
     """
 
-    def __init__(self):
+    def __init__(self, *, join_command=False, max_message_bytes=config.MAX_MESSAGE_BYTES):
+        self.join_command = join_command
+        self.max_message_bytes = max_message_bytes
         self._names = {}  # key -> name, in the order of joining
         self._keys = {}  # name.casefold() -> key, so names are unique ignoring case
 
@@ -345,23 +202,56 @@ class ChatRoom:
         return list(self._names.values())
 
     def recipients(self, delivery):
-        """Keys that must get ``delivery`` (a sequence).
-
-        An addressed delivery goes to its keys even if they are not members:
-        a connection still choosing its name gets its errors, and a member
-        who just said ``/quit`` gets the goodbye.
-        """
+        """Keys that must get ``delivery`` (a sequence).  Addressed keys need
+        not be members: a newcomer gets his errors, a leaver his goodbye."""
         if delivery.to is not None:
             return delivery.to
         return [key for key in self._names if key != delivery.exclude]
+
+    def receive(self, key, data):
+        """Apply one message received from ``key``; return an :class:`Outcome`.
+
+        ``data``: one line from :meth:`LineFramer.feed` (``bytes`` or
+        :data:`LINE_TOO_LONG`) or one datagram (``bytes``).  A refused
+        message gets an error line to ``key`` alone; a newcomer's message is
+        his attempt to join; a member's message goes to :meth:`handle`.
+        """
+        try:
+            if data is LINE_TOO_LONG:
+                raise MessageRefused(too_long_text(self.max_message_bytes))
+            text = decode_message(data, self.max_message_bytes)
+        except MessageRefused as error:
+            return self._refuse(key, error)
+        outcome = self.handle(key, text) if key in self._names else self._newcomer(key, text)
+        outcome.text = text
+        return outcome
+
+    def _newcomer(self, key, text):
+        word, rest = split_command(text.strip())
+        if self.join_command and word != JOIN_COMMAND:
+            return self._reply(key, JOIN_FIRST)
+        if not self.join_command and word == QUIT_COMMAND:  # leave at the prompt
+            return Outcome([Delivery(f"{GOODBYE_PREFIX}!", to=(key,))], close=True)
+        try:
+            deliveries = self.join(key, rest.strip() if self.join_command else text)
+        except NameRefused as error:
+            return self._refuse(key, error)
+        return Outcome(deliveries, joined=self._names[key])
+
+    def _refuse(self, key, error):
+        """The error line for ``key``; a TCP newcomer also gets the prompt again."""
+        lines = [error_line(str(error))]
+        if key not in self._names and not self.join_command:
+            lines.append(NAME_PROMPT)
+        return Outcome([Delivery(line, to=(key,)) for line in lines])
 
     def join(self, key, name):
         """Add a member; return the deliveries of the welcome and join notice.
 
         ``key``: the transport's handle of the member; ``name``: ``str`` as
         typed.  Raises :class:`NameRefused` if the name is invalid
-        (:func:`validate_name`) or taken by another member, ignoring case.
-        Raises ``ValueError`` if ``key`` is already a member.
+        (:func:`validate_name`) or taken by another member, ignoring case;
+        ``ValueError`` if ``key`` is already a member.
         """
         if key in self._names:
             raise ValueError(f"{key!r} is already a member")
@@ -370,94 +260,51 @@ class ChatRoom:
             raise NameRefused(f"Имя «{name}» уже занято, выберите другое")
         self._names[key] = name
         self._keys[name.casefold()] = key
-        welcome = (
-            f"{WELCOME_PREFIX}, {name}! {self._who_is_online()}. Список команд: /help"
-        )
-        return [
-            Delivery(welcome, to=(key,)),
-            Delivery(notice_line(f"{name} входит в чат"), exclude=key),
-        ]
+        welcome = f"{WELCOME_PREFIX}, {name}! {self._who_is_online()}. Список команд: /help"
+        return [Delivery(welcome, to=(key,)),
+                Delivery(notice_line(f"{name} входит в чат"), exclude=key)]
 
     def leave(self, key, reason=None):
         """Remove a member; return the leave notice for the others.
 
-        ``reason``: ``None`` for a normal exit, or Russian text saying why the
-        server dropped the member.  Leaving twice is harmless: a key that is
-        not a member gets ``[]``, so the others hear of each leave exactly once.
+        ``reason``: None for a normal exit, or Russian text saying why the
+        server dropped the member.  A key that is not a member gets ``[]``,
+        so the others hear of each leave exactly once.
         """
         name = self._names.pop(key, None)
         if name is None:
             return []
         del self._keys[name.casefold()]
         # Present tense: Russian past tense would need the member's gender.
-        if reason:
-            text = f"{name} выходит из чата: {reason}"
-        else:
-            text = f"{name} выходит из чата"
+        text = f"{name} выходит из чата: {reason}" if reason else f"{name} выходит из чата"
         return [Delivery(notice_line(text))]
 
     def handle(self, key, text):
-        """Apply one decoded message of member ``key``; return an :class:`Outcome`.
-
-        ``text``: ``str`` from :func:`decode_message`.  Empty text is ignored.
-        Text starting with ``/`` is a command; anything else goes to every
-        other member as ``NAME: TEXT`` (the sender gets no echo).
-        """
-        if not text:
+        """Apply one decoded message (``str``) of member ``key``; return an
+        :class:`Outcome`.  Text of only spaces and tabs is ignored; text
+        starting with ``/`` is a command; anything else goes to every other
+        member as ``NAME: TEXT`` (the sender gets no echo)."""
+        if not text.strip(" \t"):
             return Outcome()
         if text.startswith("/"):
             return self._command(key, text)
-        line = public_line(self._names[key], text)
-        return Outcome([Delivery(line, exclude=key)])
+        return Outcome([Delivery(public_line(self._names[key], text), exclude=key)])
 
-    def handle_many(self, key, items):
-        """Apply several messages of member ``key`` in order; return one
-        :class:`Outcome`.
-
-        ``items``: what :func:`decode_lines` returns, ``str`` or
-        :class:`ProtocolError`; an error is answered with an error line to
-        ``key`` alone.  The rules are those of :meth:`handle`, with one
-        difference in form: consecutive public messages become *one*
-        :class:`Delivery` whose ``line`` holds all of them joined by ``\\n``,
-        so a burst costs one delivery, not one per message.  Items after
-        ``/quit`` are ignored.
-        """
-        outcome = Outcome()
-        public = []  # texts of the current run of public messages
-        for item in items:
-            if isinstance(item, str) and item and not item.startswith("/"):
-                public.append(item)
-                continue
-            self._add_public_run(key, public, outcome)
-            public = []
-            if isinstance(item, ProtocolError):
-                step = self._reply(key, error_line(str(item)))
-            else:
-                step = self.handle(key, item)
-            outcome.deliveries.extend(step.deliveries)
-            if step.close:
-                outcome.close = True
-                return outcome
-        self._add_public_run(key, public, outcome)
-        return outcome
-
-    def _add_public_run(self, key, texts, outcome):
-        if texts:
-            prefix = public_line(self._names[key], "")
-            lines = prefix + ("\n" + prefix).join(texts)
-            outcome.deliveries.append(Delivery(lines, exclude=key))
-
-    # Commands ------------------------------------------------------------
     def _command(self, key, text):
         word, rest = split_command(text)
+        name = self._names[key]
         if word == "/help":
             return self._reply(key, HELP_TEXT)
         if word == "/users":
             return self._reply(key, notice_line(self._who_is_online()))
         if word == "/msg":
             return self._private(key, rest)
-        if word == "/quit":
-            goodbye = Delivery(f"{GOODBYE_PREFIX}, {self._names[key]}!", to=(key,))
+        if word == PING_COMMAND:
+            return Outcome()  # a heartbeat only shows the member is alive
+        if word == JOIN_COMMAND:
+            return self._reply(key, error_line(f"Вы уже в чате под именем {name}"))
+        if word == QUIT_COMMAND:
+            goodbye = Delivery(f"{GOODBYE_PREFIX}, {name}!", to=(key,))
             return Outcome([goodbye] + self.leave(key), close=True)
         return self._reply(key, error_line(f"Неизвестная команда {word}. Список команд: /help"))
 
@@ -469,12 +316,10 @@ class ChatRoom:
         target = self._keys.get(unicodedata.normalize("NFC", target_name).casefold())
         if target is None:
             return self._reply(
-                key, error_line(f"Нет пользователя с именем «{target_name}». Кто в чате: /users")
-            )
+                key, error_line(f"Нет пользователя с именем «{target_name}». Кто в чате: /users"))
         if target == key:
             return self._reply(key, error_line("Нельзя отправить личное сообщение самому себе"))
-        line = private_line(self._names[key], body)
-        return Outcome([Delivery(line, to=(target,))])
+        return Outcome([Delivery(private_line(self._names[key], body), to=(target,))])
 
     def _reply(self, key, line):
         return Outcome([Delivery(line, to=(key,))])

@@ -577,7 +577,7 @@ def generate_markdown(sessions=None, run=None):
 
 # --- Command line ------------------------------------------------------------------
 def build_parser():
-    from chat_common.console import make_parser
+    from chat_common.cli import make_parser
 
     parser, options = make_parser(
         "python -m report.build",

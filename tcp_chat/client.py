@@ -13,9 +13,9 @@ import socket
 import sys
 import threading
 
-from chat_common import config
-from chat_common import protocol
-from chat_common.console import Console, make_parser, port_number
+from chat_common import cli, config, protocol
+from chat_common.console import Console
+from chat_common.framing import LINE_TOO_LONG, LineFramer
 
 RECV_BYTES = 65536
 
@@ -29,12 +29,11 @@ class ChatClient:
 
     ``host`` (str), ``port`` (int): the server.  ``name`` (str or None): with
     a name, the constructor performs the handshake and returns once joined;
-    without, every line from the server, the name prompt included, goes to
-    ``on_line`` and the first line sent is taken as the name.
+    without, the first line sent is taken as the name.
 
-    ``on_line(line)`` gets each incoming line (``str`` without ``\\n``) in
-    the receiver thread; without it lines go to the ``queue.Queue`` at
-    :attr:`lines`.  ``on_close()``, if given, is called in the receiver thread
+    ``on_line(line)`` gets each incoming line (``str`` without ``\\n``), the
+    handshake's included, in the receiver thread; without it lines after the
+    handshake go to the ``queue.Queue`` at :attr:`lines`.  ``on_close()``, if given, is called in the receiver thread
     when the connection ends; :attr:`closed` (``threading.Event``) is set then.
     ``timeout``: seconds for connecting and for the handshake.
 
@@ -55,7 +54,7 @@ class ChatClient:
         self.handshake = []
         self._on_line = on_line or self.lines.put
         self._on_close = on_close
-        self._framer = protocol.LineFramer(MAX_SERVER_LINE_BYTES)
+        self._framer = LineFramer(MAX_SERVER_LINE_BYTES)
         self._pending = []  # lines read during the handshake but not yet delivered
         self._send_lock = threading.Lock()  # one sendall at a time: lines never mix
         self.sock = socket.create_connection((host, port), timeout=timeout)
@@ -68,6 +67,8 @@ class ChatClient:
         except BaseException:
             self.sock.close()
             raise
+        if on_line:  # a callback sees every line, so the console shows the handshake
+            self._pending[:0] = self.handshake
         self.sock.settimeout(None)
         self._receiver = threading.Thread(target=self._receive_loop, name="receiver", daemon=True)
         self._receiver.start()
@@ -95,7 +96,7 @@ class ChatClient:
     def _decode(self, data):
         lines = []
         for event in self._framer.feed(data):
-            if event is not protocol.LINE_TOO_LONG:
+            if event is not LINE_TOO_LONG:
                 lines.append(event.decode(config.ENCODING, errors="replace").rstrip("\r"))
         return lines
 
@@ -155,40 +156,22 @@ class ChatClient:
         self.close()
 
 
-# --- Command line ----------------------------------------------------------
-def build_parser():
-    """The argument parser of ``python -m tcp_chat.client`` (help in Russian)."""
-    parser, options = make_parser(
-        "python -m tcp_chat.client",
-        "Многопользовательский чат: клиент TCP. "
-                    "Пишите сообщения и нажимайте Enter; /help — список команд, /quit — выход.",
-    )
-    options.add_argument("--host", default=config.HOST, metavar="АДРЕС",
-                        help=f"адрес сервера (по умолчанию {config.HOST})")
-    options.add_argument("--port", type=port_number, default=config.TCP_PORT, metavar="ПОРТ",
-                        help=f"порт сервера (по умолчанию {config.TCP_PORT})")
-    options.add_argument("--name", metavar="ИМЯ", help="имя в чате; без него клиент спросит имя")
-    return parser
-
-
 def main(argv=None):
     """Run the interactive client; return the exit code (0 or 1)."""
-    args = build_parser().parse_args(argv)
+    args = cli.build_parser("tcp", cli.CLIENT).parse_args(argv)
     console = Console()
     try:
-        client = ChatClient(args.host, args.port, on_line=console.show,
+        client = ChatClient(args.host, args.port, args.name, on_line=console.show,
                             on_close=console.connection_closed)
     except KeyboardInterrupt:  # Ctrl+C while connecting
+        return 1
+    except protocol.NameRefused as error:  # --name was given and refused
+        print(protocol.error_line(str(error)), file=sys.stderr)
         return 1
     except OSError as error:
         reason = error.strerror or error
         print(f"Не удалось подключиться к {args.host}:{args.port}: {reason}", file=sys.stderr)
         return 1
-    if args.name is not None:
-        try:
-            client.send(args.name)
-        except OSError:
-            pass  # the receiver thread reports the lost connection
     return console.run(client)
 
 

@@ -14,9 +14,8 @@ import socket
 import sys
 import threading
 
-from chat_common import config
-from chat_common import protocol
-from chat_common.console import Console, make_parser, port_number, positive_seconds
+from chat_common import cli, config, protocol
+from chat_common.console import Console
 
 RECV_BYTES = 65535
 """Receive buffer in bytes: any UDP datagram fits."""
@@ -165,26 +164,6 @@ class ChatClient:
         self.close()
 
 
-# --- Command line ----------------------------------------------------------
-def build_parser():
-    """The argument parser of ``python -m udp_chat.client`` (help in Russian)."""
-    parser, options = make_parser(
-        "python -m udp_chat.client",
-        "Многопользовательский чат: клиент UDP. "
-                    "Пишите сообщения и нажимайте Enter; /help — список команд, /quit — выход.",
-    )
-    options.add_argument("--host", default=config.HOST, metavar="АДРЕС",
-                        help=f"адрес сервера (по умолчанию {config.HOST})")
-    options.add_argument("--port", type=port_number, default=config.UDP_PORT, metavar="ПОРТ",
-                        help=f"порт сервера (по умолчанию {config.UDP_PORT})")
-    options.add_argument("--name", metavar="ИМЯ", help="имя в чате; без него клиент спросит имя")
-    options.add_argument("--heartbeat", type=positive_seconds, default=config.HEARTBEAT_INTERVAL,
-                        metavar="СЕКУНДЫ",
-                        help=f"как часто сообщать серверу, что клиент жив "
-                             f"(по умолчанию раз в {config.HEARTBEAT_INTERVAL:g} с)")
-    return parser
-
-
 def join(args, console):
     """Ask for a name until the server accepts one; return the client or None."""
     name = args.name
@@ -204,7 +183,7 @@ def join(args, console):
 
 def main(argv=None):
     """Run the interactive client; return the exit code (0 or 1)."""
-    args = build_parser().parse_args(argv)
+    args = cli.build_parser("udp", cli.CLIENT).parse_args(argv)
     console = Console()
     try:
         client = join(args, console)
