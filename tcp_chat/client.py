@@ -156,9 +156,14 @@ class ChatClient:
         self.close()
 
 
+def build_parser():
+    """The command line of this program (see :func:`chat_common.cli.build_parser`)."""
+    return cli.build_parser("tcp", cli.CLIENT)
+
+
 def main(argv=None):
     """Run the interactive client; return the exit code (0 or 1)."""
-    args = cli.build_parser("tcp", cli.CLIENT).parse_args(argv)
+    args = build_parser().parse_args(argv)
     console = Console()
     try:
         client = ChatClient(args.host, args.port, args.name, on_line=console.show,
@@ -169,8 +174,12 @@ def main(argv=None):
         print(protocol.error_line(str(error)), file=sys.stderr)
         return 1
     except OSError as error:
-        reason = error.strerror or error
-        print(f"Не удалось подключиться к {args.host}:{args.port}: {reason}", file=sys.stderr)
+        if str(error).startswith(protocol.ERROR_PREFIX):  # the server refused us (full)
+            console.show(str(error))
+            console.connection_closed()
+        else:
+            print(f"Не удалось подключиться к {args.host}:{args.port}: "
+                  f"{error.strerror or error}", file=sys.stderr)
         return 1
     return console.run(client)
 

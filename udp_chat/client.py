@@ -181,9 +181,14 @@ def join(args, console):
             name = None
 
 
+def build_parser():
+    """The command line of this program (see :func:`chat_common.cli.build_parser`)."""
+    return cli.build_parser("udp", cli.CLIENT)
+
+
 def main(argv=None):
     """Run the interactive client; return the exit code (0 or 1)."""
-    args = cli.build_parser("udp", cli.CLIENT).parse_args(argv)
+    args = build_parser().parse_args(argv)
     console = Console()
     try:
         client = join(args, console)

@@ -143,9 +143,14 @@ class ChatServer:
         self._deliver(self._room.leave(address, reason))
 
 
+def build_parser():
+    """The command line of this program (see :func:`chat_common.cli.build_parser`)."""
+    return cli.build_parser("udp", cli.SERVER)
+
+
 def main(argv=None):
     """Run the server until SIGINT or SIGTERM; return the exit code."""
-    args = cli.build_parser("udp", cli.SERVER).parse_args(argv)
+    args = build_parser().parse_args(argv)
     return cli.run_server(ChatServer, args, log)
 
 
