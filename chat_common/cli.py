@@ -126,7 +126,7 @@ SIGNAL_POLL_INTERVAL = 0.1
 """Seconds between the main thread's looks at whether a stop signal came."""
 
 
-def run_server(server_class, args, log):
+def run_server(server_class, args):
     """Log, make ``server_class(host, port, **keywords)`` from parsed ``args``
     and serve until Ctrl+C (SIGINT) or SIGTERM; return the exit code: 0, or
     1 if the address cannot be bound.  Must run in the main thread.
@@ -150,7 +150,7 @@ def run_server(server_class, args, log):
         server.start()
         while not received:
             time.sleep(SIGNAL_POLL_INTERVAL)  # interruptible on Windows too
-        log.info("Получен сигнал остановки")
+        server.log.info("Получен сигнал остановки")
     finally:
         server.stop()
     return 0

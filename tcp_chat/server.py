@@ -1,25 +1,22 @@
 """Multi-user TCP chat server: thread per client.
 
-The *accept thread* waits in ``accept()``; every connection gets a *receiver
-thread*, which cuts the bytes it reads into lines and applies the chat rules
-under the server's one lock, and a *sender thread*, which writes what the
-rules queued in its bounded :class:`Outbox`.  Broadcasting never waits on a
-socket: a member who reads slowly delays nobody but fills his own outbox and
-is disconnected.
+The *accept thread* waits in ``accept()``; each connection gets a *receiver
+thread*, which cuts what it reads into lines and applies the chat rules under
+the server's one lock, and a *sender thread*, which writes what the rules put
+in its bounded :class:`Outbox`.  So a member who reads slowly delays nobody:
+his outbox fills up and he is disconnected.
 
 Run: ``python -m tcp_chat.server --port 5050``; stop with Ctrl+C.
 """
 
-import logging
 import socket
 import sys
 import threading
 import time
 
 from chat_common import cli, config, protocol
+from chat_common.base_server import BaseChatServer
 from chat_common.framing import LineFramer
-
-log = logging.getLogger("tcp_chat.server")
 
 RECV_BYTES = 65536  # a lot, so a busy sender costs few recv() calls
 ACCEPT_POLL_INTERVAL = 0.2  # seconds in accept() before looking for stop()
@@ -106,9 +103,20 @@ class Connection:
             pass  # already closed or never fully connected
 
     def _receive_loop(self):
+        """Read and apply lines until EOF, ``/quit`` or an error, then clean up."""
         cause = "соединение закрыто клиентом"
+        deadline = time.monotonic() + self.server.limits.name_timeout
         try:
-            cause = self._read_until_closed() or self.drop_reason or cause
+            while True:
+                # Waiting for a name is bounded in time; chatting is not.
+                self.sock.settimeout(None if self.name else max(deadline - time.monotonic(), 0.001))
+                data = self.sock.recv(RECV_BYTES)
+                if not data:
+                    cause = self.drop_reason or cause
+                    break
+                if self.server._apply(self, self.framer.feed(data)):
+                    cause = "выход командой /quit"
+                    break
         except TimeoutError:
             cause = "имя не получено вовремя"
             self.outbox.put(protocol.encode_line(protocol.error_line(
@@ -122,18 +130,6 @@ class Connection:
             self.abort()
             self.sock.close()
 
-    def _read_until_closed(self):
-        """Read and apply lines until EOF; return a cause (str) or None."""
-        deadline = time.monotonic() + self.server.limits.name_timeout
-        while True:
-            # Waiting for a name is bounded in time; chatting is not.
-            self.sock.settimeout(None if self.name else max(deadline - time.monotonic(), 0.001))
-            data = self.sock.recv(RECV_BYTES)
-            if not data:
-                return None
-            if self.server._apply(self, self.framer.feed(data)):
-                return "выход командой /quit"
-
     def _send_loop(self):
         while (data := self.outbox.take_all()) is not None:
             try:
@@ -143,14 +139,17 @@ class Connection:
                 return
 
 
-class ChatServer:
+class ChatServer(BaseChatServer):
     """Threaded TCP chat server: ``host`` (str), ``port`` (0: any free one),
     keyword limits from :class:`chat_common.config.TcpLimits`.  Binds at once
-    (``OSError`` if taken), so :attr:`address` ``(host, port)`` is known; use
-    it as a context manager, or call :meth:`start` and :meth:`stop`."""
+    (``OSError`` if taken), so :attr:`address` ``(host, port)`` is known."""
+
+    transport = "TCP"
 
     def __init__(self, host=config.HOST, port=config.TCP_PORT, **limits):
         self.limits = config.TcpLimits(**limits)
+        super().__init__(protocol.ChatRoom(max_message_bytes=self.limits.max_message_bytes),
+                         self._accept_loop)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # create_server sets SO_REUSEADDR (not on Windows, where it would let
         # another program steal the port), so a restart can bind at once.
@@ -158,51 +157,7 @@ class ChatServer:
                                               backlog=self.limits.backlog)
         self._listener.settimeout(ACCEPT_POLL_INTERVAL)
         self.address = self._listener.getsockname()[:2]
-        self._room = protocol.ChatRoom(max_message_bytes=self.limits.max_message_bytes)
-        self._connections = set()
-        self._lock = threading.Lock()  # guards _room and _connections
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
-
-    def start(self):
-        """Start the accept thread; returns at once."""
-        log.info("Сервер TCP слушает %s:%s", *self.address)
-        self._thread.start()
-
-    def stop(self):
-        """Tell every member, flush their queues (bounded), close, join threads.
-        Safe to call more than once and from any thread."""
-        if self._stopping.is_set():
-            return
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join()
-        self._listener.close()
-        with self._lock:
-            connections = list(self._connections)
-        for conn in connections:
-            conn.outbox.put(protocol.encode_line(protocol.SHUTDOWN_NOTICE))
-            conn.outbox.close()
-        deadline = time.monotonic() + self.limits.flush_timeout
-        for conn in connections:
-            conn.sender.join(max(deadline - time.monotonic(), 0))
-            conn.abort("сервер остановлен")
-        for conn in connections:
-            conn.receiver.join()
-        log.info("Сервер остановлен")
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self.stop()
-
-    @property
-    def member_count(self):
-        """Members who have joined (int)."""
-        with self._lock:
-            return len(self._room)
+        self._connections = set()  # named or not; guarded by the lock too
 
     def _accept_loop(self):
         while not self._stopping.is_set():
@@ -213,7 +168,7 @@ class ChatServer:
             except OSError as error:
                 # For example EMFILE (out of file descriptors): wait a little
                 # instead of spinning, and keep serving those who are in.
-                log.warning("accept() не удался: %s", error)
+                self.log.warning("accept() не удался: %s", error)
                 self._stopping.wait(ACCEPT_POLL_INTERVAL)
                 continue
             self._open(Connection(self, sock, address))
@@ -227,7 +182,7 @@ class ChatServer:
             if not full:
                 self._connections.add(conn)
         if full:
-            log.warning("Отказ %s: сервер переполнен", conn.label)
+            self.log.warning("Отказ %s: сервер переполнен", conn.label)
             try:
                 conn.sock.settimeout(1.0)  # a refused client must not hold the accept thread
                 conn.sock.sendall(protocol.encode_line(protocol.error_line(
@@ -237,10 +192,25 @@ class ChatServer:
             conn.abort()
             conn.sock.close()
             return
-        log.info("Подключение %s", conn.label)
+        self.log.info("Подключение %s", conn.label)
         conn.outbox.put(protocol.encode_line(protocol.NAME_PROMPT))
         conn.sender.start()
         conn.receiver.start()
+
+    def _shut_down(self):
+        """Tell every member, flush the outboxes (bounded), close, join threads."""
+        self._listener.close()
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            conn.outbox.put(protocol.encode_line(protocol.SHUTDOWN_NOTICE))
+            conn.outbox.close()
+        deadline = time.monotonic() + self.limits.flush_timeout
+        for conn in connections:
+            conn.sender.join(max(deadline - time.monotonic(), 0))
+            conn.abort("сервер остановлен")
+        for conn in connections:
+            conn.receiver.join()
 
     def _apply(self, conn, lines):
         """Apply the lines of one ``recv()`` under the lock, so every member
@@ -250,21 +220,14 @@ class ChatServer:
                 outcome = self._room.receive(conn, line)
                 if outcome.joined:
                     conn.name = outcome.joined
-                    log.info("Вход в чат: %s (%s)", conn.name, conn.label)
-                log.debug("%s: %s", conn.name or conn.label, outcome.text)
+                    self.log.info("Вход в чат: %s (%s)", conn.name, conn.label)
+                self.log.debug("%s: %s", conn.name or conn.label, outcome.text)
                 self._deliver(outcome.deliveries)
                 if outcome.close:
                     return True
                 if conn.drop_reason:  # his own replies overflowed his outbox
                     break
         return False
-
-    def _deliver(self, deliveries):
-        """Queue each line for its recipients (the caller holds the lock)."""
-        for delivery in deliveries:
-            data = protocol.encode_line(delivery.line)  # encoded once for all recipients
-            for conn in self._room.recipients(delivery):
-                self._send_to(conn, data)
 
     def _send_to(self, conn, data):
         if not conn.outbox.put(data):
@@ -275,7 +238,7 @@ class ChatServer:
         with self._lock:
             self._connections.discard(conn)
             self._deliver(self._room.leave(conn, reason))
-        log.info("Отключение %s: %s", f"{conn.name} ({conn.label})" if conn.name else conn.label,
+        self.log.info("Отключение %s: %s", f"{conn.name} ({conn.label})" if conn.name else conn.label,
                  cause)
 
 
@@ -287,7 +250,7 @@ def build_parser():
 def main(argv=None):
     """Run the server until SIGINT or SIGTERM; return the exit code."""
     args = build_parser().parse_args(argv)
-    return cli.run_server(ChatServer, args, log)
+    return cli.run_server(ChatServer, args)
 
 
 if __name__ == "__main__":

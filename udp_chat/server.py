@@ -10,15 +10,13 @@ per member: ``sendto()`` never waits for the receiver.
 Run: ``python -m udp_chat.server --port 5051``; stop with Ctrl+C.
 """
 
-import logging
 import socket
 import sys
 import threading
 import time
 
 from chat_common import cli, config, protocol
-
-log = logging.getLogger("udp_chat.server")
+from chat_common.base_server import BaseChatServer
 
 # Room for any UDP datagram, so an oversized one arrives whole and is refused
 # with an error, never silently truncated (Linux truncates to the buffer,
@@ -27,57 +25,25 @@ RECV_BYTES = 65535
 MAX_POLL_INTERVAL = 0.5  # seconds in recvfrom() before looking for silence and stop()
 
 
-class ChatServer:
+class ChatServer(BaseChatServer):
     """Single-threaded UDP chat server: ``host`` (str), ``port`` (0: any free
     one), keyword limits from :class:`chat_common.config.UdpLimits`.  Binds at
-    once (``OSError`` if taken), so :attr:`address` ``(host, port)`` is known;
-    use it as a context manager, or call :meth:`start` and :meth:`stop`."""
+    once (``OSError`` if taken), so :attr:`address` ``(host, port)`` is known."""
+
+    transport = "UDP"
 
     def __init__(self, host=config.HOST, port=config.UDP_PORT, **limits):
         self.limits = config.UdpLimits(**limits)
+        super().__init__(protocol.ChatRoom(join_command=True,
+                                           max_message_bytes=self.limits.max_message_bytes),
+                         self._receive_loop)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._sock = socket.socket(family, socket.SOCK_DGRAM)
         self._sock.bind((host, port))
         # The timeout bounds how late a silent member or stop() is noticed.
         self._sock.settimeout(min(MAX_POLL_INTERVAL, self.limits.client_timeout / 4))
         self.address = self._sock.getsockname()[:2]
-        self._room = protocol.ChatRoom(join_command=True,
-                                       max_message_bytes=self.limits.max_message_bytes)
         self._last_seen = {}  # member address -> time.monotonic() of its last datagram
-        self._lock = threading.Lock()  # guards _room and _last_seen
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._receive_loop, daemon=True)
-
-    def start(self):
-        """Start the server thread; returns at once."""
-        log.info("Сервер UDP слушает %s:%s", *self.address)
-        self._thread.start()
-
-    def stop(self):
-        """Tell every member the server is stopping, close the socket, join
-        the thread.  Safe to call more than once and from any thread."""
-        if self._stopping.is_set():
-            return
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join()
-        with self._lock:
-            self._deliver([protocol.Delivery(protocol.SHUTDOWN_NOTICE)])
-        self._sock.close()
-        log.info("Сервер остановлен")
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self.stop()
-
-    @property
-    def member_count(self):
-        """Members who have joined (int)."""
-        with self._lock:
-            return len(self._room)
 
     def _receive_loop(self):
         while not self._stopping.is_set():
@@ -88,10 +54,16 @@ class ChatServer:
             except OSError as error:
                 # Windows reports an earlier datagram's "port unreachable" here
                 # (ConnectionResetError); no error of one peer stops the server.
-                log.debug("recvfrom: %s", error)
+                self.log.debug("recvfrom: %s", error)
             else:
                 self._apply(address, data)
             self._remove_silent_members()
+
+    def _shut_down(self):
+        """Tell every member the server is stopping, close the socket."""
+        with self._lock:
+            self._deliver([protocol.Delivery(protocol.SHUTDOWN_NOTICE)])
+        self._sock.close()
 
     def _apply(self, address, data):
         """Apply one datagram under the lock."""
@@ -104,19 +76,12 @@ class ChatServer:
                                      else "%s:%s" % address[:2])
             if outcome.joined:
                 self._last_seen[address] = time.monotonic()
-                log.info("Вход в чат: %s (%s:%s)", outcome.joined, *address[:2])
-            log.debug("%s: %s", who, outcome.text)
+                self.log.info("Вход в чат: %s (%s:%s)", outcome.joined, *address[:2])
+            self.log.debug("%s: %s", who, outcome.text)
             self._deliver(outcome.deliveries)
             if outcome.close:
                 del self._last_seen[address]
-                log.info("Выход из чата: %s, команда /quit (%s:%s)", who, *address[:2])
-
-    def _deliver(self, deliveries):
-        """Send each line to its recipients (the caller holds the lock)."""
-        for delivery in deliveries:
-            data = protocol.encode_line(delivery.line)  # encoded once for all recipients
-            for address in self._room.recipients(delivery):
-                self._send_to(address, data)
+                self.log.info("Выход из чата: %s, команда /quit (%s:%s)", who, *address[:2])
 
     def _send_to(self, address, data):
         if address not in self._room and len(data) > config.MAX_ERROR_DATAGRAM_BYTES:
@@ -127,7 +92,7 @@ class ChatServer:
         try:
             self._sock.sendto(data, address)
         except OSError as error:
-            log.warning("Не удалось отправить %s:%s: %s", address[0], address[1], error)
+            self.log.warning("Не удалось отправить %s:%s: %s", address[0], address[1], error)
 
     def _remove_silent_members(self):
         deadline = time.monotonic() - self.limits.client_timeout
@@ -139,7 +104,7 @@ class ChatServer:
 
     def _leave(self, address, reason):
         """Remove a member and tell the others (the caller holds the lock)."""
-        log.info("Выход из чата: %s, нет сигналов присутствия", self._room.name_of(address))
+        self.log.info("Выход из чата: %s, нет сигналов присутствия", self._room.name_of(address))
         self._deliver(self._room.leave(address, reason))
 
 
@@ -151,7 +116,7 @@ def build_parser():
 def main(argv=None):
     """Run the server until SIGINT or SIGTERM; return the exit code."""
     args = build_parser().parse_args(argv)
-    return cli.run_server(ChatServer, args, log)
+    return cli.run_server(ChatServer, args)
 
 
 if __name__ == "__main__":
