@@ -157,7 +157,7 @@ class ChatClient:
 
 
 def build_parser():
-    """The command line of this program (see :func:`chat_common.cli.build_parser`)."""
+    """The command line of ``python -m tcp_chat.client``."""
     return cli.build_parser("tcp", cli.CLIENT)
 
 

@@ -4,9 +4,7 @@ The *accept thread* waits in ``accept()``; each connection gets a *receiver
 thread*, which cuts what it reads into lines and applies the chat rules under
 the server's one lock, and a *sender thread*, which writes what the rules put
 in its bounded :class:`Outbox`.  So a member who reads slowly delays nobody:
-his outbox fills up and he is disconnected.
-
-Run: ``python -m tcp_chat.server --port 5050``; stop with Ctrl+C.
+his outbox fills up and he is disconnected.  Run: ``python -m tcp_chat.server``.
 """
 
 import socket
@@ -23,12 +21,10 @@ ACCEPT_POLL_INTERVAL = 0.2  # seconds in accept() before looking for stop()
 
 
 class Outbox:
-    """Bounded queue of bytes waiting to be sent to one connection.
-
-    Receiver threads :meth:`put` lines; the connection's sender thread takes
-    everything queued at once (one ``sendall()`` for a burst).  ``limit``:
-    most lines that may wait, ``max_bytes``: most bytes (see config).
-    """
+    """Bounded queue of bytes waiting to be sent to one connection: receiver
+    threads :meth:`put` lines, the connection's sender thread takes everything
+    queued at once (one ``sendall()`` for a burst).  ``limit``: most lines
+    that may wait, ``max_bytes``: most bytes (see config)."""
 
     def __init__(self, limit=config.SEND_QUEUE_LIMIT, max_bytes=config.SEND_QUEUE_BYTES):
         self.limit = limit
@@ -47,9 +43,8 @@ class Outbox:
             if self._closed:
                 return True
             if len(self._chunks) >= self.limit or self._bytes + len(data) > self.max_bytes:
-                self._closed = True
                 self._chunks.clear()
-                self._changed.notify()
+                self.close()  # the Condition's lock is re-entrant
                 return False
             self._chunks.append(data)
             self._bytes += len(data)
@@ -75,10 +70,9 @@ class Outbox:
 
 
 class Connection:
-    """One client connection: its socket, framer, outbox and two threads.
-    The receiver thread owns its life: when it ends (EOF, error, ``/quit``,
-    name timeout, server stop) it removes the member, lets the sender flush,
-    and closes the socket."""
+    """One client connection: socket, framer, outbox and two threads.  The
+    receiver thread owns its life: when it ends (EOF, error, ``/quit``, name
+    timeout, stop) it removes the member, lets the sender flush, closes."""
 
     def __init__(self, server, sock, address):
         self.server = server
@@ -93,8 +87,7 @@ class Connection:
 
     def abort(self, reason=None):
         """Break the connection from any thread; its receiver cleans up.
-        ``shutdown()`` wakes both threads: ``recv()`` returns EOF and
-        ``sendall()`` fails."""
+        ``shutdown()`` wakes both: ``recv()`` gets EOF, ``sendall()`` fails."""
         if reason and self.drop_reason is None:
             self.drop_reason = reason
         try:
@@ -238,12 +231,12 @@ class ChatServer(BaseChatServer):
         with self._lock:
             self._connections.discard(conn)
             self._deliver(self._room.leave(conn, reason))
-        self.log.info("Отключение %s: %s", f"{conn.name} ({conn.label})" if conn.name else conn.label,
-                 cause)
+        who = f"{conn.name} ({conn.label})" if conn.name else conn.label
+        self.log.info("Отключение %s: %s", who, cause)
 
 
 def build_parser():
-    """The command line of this program (see :func:`chat_common.cli.build_parser`)."""
+    """The command line of ``python -m tcp_chat.server``."""
     return cli.build_parser("tcp", cli.SERVER)
 
 

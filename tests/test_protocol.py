@@ -1,4 +1,5 @@
-"""Unit tests of chat_common.protocol: the chat rules with no sockets at all."""
+"""Unit tests of chat_common.protocol and chat_common.framing: the chat rules
+and the cutting of a byte stream into lines, with no sockets at all."""
 
 import unicodedata
 
@@ -6,10 +7,9 @@ import pytest
 
 from chat_common import config
 from chat_common import protocol
+from chat_common.framing import LINE_TOO_LONG, LineFramer
 from chat_common.protocol import (
-    LINE_TOO_LONG,
     ChatRoom,
-    LineFramer,
     MessageRefused,
     NameRefused,
     decode_message,
@@ -197,48 +197,20 @@ def test_decode_message_refuses_control_characters(text):
         decode_message(text.encode())
 
 
-def _one_by_one(events):
-    """What decode_lines must return: decode_message applied to each line."""
-    result = []
-    for event in events:
-        try:
-            result.append(decode_message(event))
-        except MessageRefused as error:
-            result.append(str(error))
-    return result
-
-
-def _as_comparable(items):
-    return [str(item) for item in items]
-
-
-@pytest.mark.parametrize(
-    "bad",
-    ["\x1b[31mred", "nul\x00", "del\x7f", "csi\x9b2J", "c1 \x80", "c1 \x9f", "vt\x0b"],
-)
-def test_decode_lines_refuses_control_line_inside_a_batch(bad):
-    # The batch is checked at once; a bad line among good ones must still be
-    # refused alone, and its neighbours decoded.
-    events = ["Привет «всем»".encode(), bad.encode(), "tab\tok\u00a0nbsp".encode()]
-    items = protocol.decode_lines(events)
-    assert isinstance(items[1], MessageRefused)
-    assert items[0] == "Привет «всем»" and items[2] == "tab\tok\u00a0nbsp"
-
-
-def test_decode_lines_batch_agrees_with_decode_message_for_every_code_point():
-    # Every character from U+0000 to U+07FF (all one- and two-byte UTF-8:
-    # C0, DEL, C1 and the Latin-1 and Cyrillic letters around them) between
-    # good lines.  \n never occurs inside a framed line; \r is tried too.
+def test_decode_message_every_code_point_up_to_07ff():
+    # All one- and two-byte UTF-8 (C0, DEL, C1 and the Latin-1 and Cyrillic
+    # letters around them) inside a line: exactly the controls but tab are
+    # refused.  \n never occurs inside a framed line.
     for code in range(0x800):
         if code == 0x0A:
             continue
-        events = [b"ok", f"a{chr(code)}b".encode(), "ок".encode()]
-        assert _as_comparable(protocol.decode_lines(events)) == _one_by_one(events), hex(code)
-
-
-def test_decode_lines_batch_of_clean_lines_is_split_back():
-    events = [b"one", "два".encode(), b"", "«три»".encode()]
-    assert protocol.decode_lines(events) == ["one", "два", "", "«три»"]
+        raw = f"a{chr(code)}b".encode()
+        control = (code < 0x20 and code != 0x09) or 0x7F <= code <= 0x9F
+        if control:
+            with pytest.raises(MessageRefused):
+                decode_message(raw)
+        else:
+            assert decode_message(raw) == f"a{chr(code)}b", hex(code)
 
 
 def test_decode_message_nbsp_just_above_c1_allowed():
@@ -516,6 +488,448 @@ def test_recipients_of_addressed_delivery_need_not_be_members():
     room = ChatRoom()
     delivery = protocol.Delivery("!!! x", to=("stranger",))
     assert list(room.recipients(delivery)) == ["stranger"]
+
+
+# --- ChatRoom.receive: bytes in, deliveries out (h11 style) ----------------------------
+# The transports only move bytes: a TCP server feeds what recv() returned
+# through the connection's LineFramer and every event into receive(); a UDP
+# server gives receive() each datagram.  These tests do exactly that with no
+# socket, so every way a network may cut or glue the bytes can be tried.
+class Wire:
+    """A transport without sockets around one :class:`ChatRoom`.
+
+    :meth:`stream` is what a TCP server does with one ``recv()`` chunk,
+    :meth:`datagram` what a UDP server does with one datagram.  The lines
+    each key gets are recorded in :attr:`got`, recipients resolved at once
+    (as the servers do, under their lock); a key whose outcome said
+    ``close`` is in :attr:`closed` and its later bytes are not read.
+    """
+
+    def __init__(self, room):
+        self.room = room
+        self.framers = {}
+        self.got = {}
+        self.closed = set()
+        self.outcomes = []
+
+    def lines(self, key):
+        return self.got.get(key, [])
+
+    def stream(self, key, chunk):
+        """Feed one chunk of key's TCP stream; return the outcomes it caused."""
+        framer = self.framers.setdefault(key, LineFramer(self.room.max_message_bytes))
+        outcomes = []
+        for event in framer.feed(chunk):
+            if key in self.closed:
+                break
+            outcomes.append(self._apply(key, event))
+        return outcomes
+
+    def stream_all(self, key, chunks):
+        outcomes = []
+        for chunk in chunks:
+            outcomes += self.stream(key, chunk)
+        return outcomes
+
+    def datagram(self, key, data):
+        """Apply one UDP datagram of key; return its outcome."""
+        return self._apply(key, data)
+
+    def _apply(self, key, data):
+        outcome = self.room.receive(key, data)
+        for delivery in outcome.deliveries:
+            for recipient in self.room.recipients(delivery):
+                self.got.setdefault(recipient, []).append(delivery.line)
+        if outcome.close:
+            self.closed.add(key)
+        self.outcomes.append(outcome)
+        return outcome
+
+
+def tcp_wire(*names):
+    """A TCP-mode room whose members joined in order, keys "m0", "m1"...,
+    with nothing recorded yet."""
+    wire = Wire(ChatRoom())
+    for i, name in enumerate(names):
+        wire.stream(f"m{i}", protocol.encode_line(name))
+    wire.got.clear()
+    wire.outcomes.clear()
+    return wire
+
+
+def udp_wire(*names):
+    """The UDP-mode twin of :func:`tcp_wire`."""
+    wire = Wire(ChatRoom(join_command=True))
+    for i, name in enumerate(names):
+        wire.datagram(f"m{i}", f"/join {name}".encode())
+    wire.got.clear()
+    wire.outcomes.clear()
+    return wire
+
+
+def chunks_of(data, size):
+    return [data[i:i + size] for i in range(0, len(data), size)]
+
+
+def is_error(line, *words):
+    return line.startswith(protocol.ERROR_PREFIX) and all(word in line for word in words)
+
+
+def is_notice(line, *words):
+    return line.startswith(protocol.NOTICE_PREFIX) and all(word in line for word in words)
+
+
+# A newcomer's whole TCP session: name, a message, every command, a no-op
+# heartbeat, a line of blanks, a repeated join, and goodbye.  Then a line
+# after /quit, which the server never reads.
+SESSION = (
+    "Анна\r\n"
+    "Привет, Борис!\n"
+    "/users\n"
+    "/msg борис лично\n"
+    "/ping\n"
+    " \t \n"
+    "/join Анна\n"
+    "\n"
+    "/help\n"
+    "/quit\n"
+    "после выхода\n"
+).encode()
+
+
+def check_session(wire):
+    """What SESSION must cause, however its bytes were cut: "new" is Анна,
+    "m0" is Борис, who was in the chat already."""
+    anna, boris = wire.lines("new"), wire.lines("m0")
+    assert len(anna) == 5, anna
+    assert anna[0].startswith(f"{protocol.WELCOME_PREFIX}, Анна!") and "(2): Борис, Анна" in anna[0]
+    assert is_notice(anna[1], "(2): Борис, Анна")  # /users
+    assert is_error(anna[2], "Анна", "уже в чате")  # /join of a member
+    assert anna[3] == protocol.HELP_TEXT
+    assert anna[4].startswith(protocol.GOODBYE_PREFIX) and "Анна" in anna[4]
+    assert len(boris) == 4, boris
+    assert is_notice(boris[0], "Анна") and not boris[0].startswith(protocol.WELCOME_PREFIX)
+    assert boris[1] == "Анна: Привет, Борис!"
+    assert boris[2] == "Анна (лично): лично"
+    assert is_notice(boris[3], "Анна") and boris[3] != boris[0]
+    assert wire.closed == {"new"}
+    assert wire.room.names() == ["Борис"]
+
+
+def test_receive_session_in_one_chunk():
+    wire = tcp_wire("Борис")
+    wire.stream("new", SESSION)
+    check_session(wire)
+
+
+def test_receive_session_byte_by_byte():
+    wire = tcp_wire("Борис")
+    for i in range(len(SESSION)):
+        wire.stream("new", SESSION[i:i + 1])
+    check_session(wire)
+
+
+@pytest.mark.parametrize("size", [2, 3, 5, 7, 64])
+def test_receive_session_in_chunks_of_any_size(size):
+    wire = tcp_wire("Борис")
+    wire.stream_all("new", chunks_of(SESSION, size))
+    check_session(wire)
+
+
+def test_receive_nothing_happens_before_the_line_is_complete():
+    wire = tcp_wire("Анна", "Борис")
+    data = "Жёлтый ёжик\n".encode()
+    for piece in (data[:1], data[1:4], data[4:-1]):  # cut inside "Ж", inside "ё", before \n
+        assert wire.stream("m0", piece) == []
+    assert wire.got == {}
+    (outcome,) = wire.stream("m0", data[-1:])
+    assert outcome.text == "Жёлтый ёжик"
+    assert wire.lines("m1") == ["Анна: Жёлтый ёжик"]
+
+
+def test_receive_cut_in_the_middle_of_a_cyrillic_letter_of_the_name():
+    wire = tcp_wire("Борис")
+    data = "Ёжик\n".encode()
+    assert wire.stream("new", data[:1]) == []  # half of "Ё"
+    assert wire.stream("new", data[1:]) != []
+    assert wire.room.names() == ["Борис", "Ёжик"]
+    assert wire.lines("new")[0].startswith(f"{protocol.WELCOME_PREFIX}, Ёжик!")
+
+
+def test_receive_several_messages_in_one_chunk_one_bad_among_them():
+    wire = tcp_wire("Анна", "Борис")
+    wire.stream("m0", "раз\nдва\n".encode() + b"\xff\n\x1b[31m\n" + "три\n/users\n".encode())
+    assert wire.lines("m1") == ["Анна: раз", "Анна: два", "Анна: три"]
+    anna = wire.lines("m0")
+    assert len(anna) == 3, anna
+    assert is_error(anna[0], "UTF-8")  # each bad line is refused alone...
+    assert is_error(anna[1]) and anna[1] != anna[0]
+    assert is_notice(anna[2], "(2): Анна, Борис")  # ...and its neighbours go on
+
+
+def test_receive_every_cut_point_of_a_short_session():
+    data = "Ёж\nэх, ты\n/ping\n/quit\n".encode()
+    whole = tcp_wire("Борис")
+    whole.stream("new", data)
+    assert whole.lines("m0")[1] == "Ёж: эх, ты"
+    for cut in range(1, len(data)):
+        wire = tcp_wire("Борис")
+        wire.stream_all("new", [data[:cut], data[cut:]])
+        assert wire.got == whole.got, cut
+        assert wire.closed == {"new"}, cut
+
+
+# --- Newcomers -------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "name, reason",
+    [("два слова", "' '"), ("", "пуст"), ("   ", "' '"), ("борис", "занято")],
+    ids=["space", "empty", "blanks", "taken"],
+)
+def test_receive_tcp_refused_name_gets_error_then_prompt(name, reason):
+    wire = tcp_wire("Борис")
+    (outcome,) = wire.stream("new", protocol.encode_line(name))
+    assert outcome.joined is None and not outcome.close
+    assert wire.lines("new") == [wire.lines("new")[0], protocol.NAME_PROMPT]
+    assert is_error(wire.lines("new")[0], reason)
+    assert "new" not in wire.room and wire.lines("m0") == []
+    # Still at the prompt: the next line is the next try.
+    (outcome,) = wire.stream("new", "Вера\n".encode())
+    assert outcome.joined == "Вера"
+    assert wire.room.names() == ["Борис", "Вера"]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"\xff\xfe\n", "esc\x1b[1m\n".encode(), "c1\u009b\n".encode(), b"nul\x00\n",
+     b"z" * (config.MAX_MESSAGE_BYTES + 1) + b"\n"],
+    ids=["invalid-utf8", "escape", "c1", "nul", "too-long"],
+)
+def test_receive_tcp_unreadable_name_gets_error_then_prompt(data):
+    wire = tcp_wire("Борис")
+    (outcome,) = wire.stream("new", data)
+    assert outcome.text is None and outcome.joined is None and not outcome.close
+    (error, prompt) = wire.lines("new")
+    assert is_error(error) and prompt == protocol.NAME_PROMPT
+    assert "new" not in wire.room and wire.lines("m0") == []
+
+
+def test_receive_tcp_line_too_long_event_from_newcomer():
+    room = ChatRoom(max_message_bytes=10)
+    outcome = room.receive("new", LINE_TOO_LONG)
+    assert [d.line for d in outcome.deliveries] == [
+        protocol.error_line(protocol.too_long_text(10)), protocol.NAME_PROMPT]
+    assert all(d.to == ("new",) for d in outcome.deliveries)
+    assert outcome.text is None and outcome.joined is None
+
+
+@pytest.mark.parametrize("command", ["/quit", "/QUIT", " /quit  ", "/quit\r"])
+def test_receive_tcp_quit_at_the_prompt_says_goodbye_and_closes(command):
+    wire = tcp_wire("Борис")
+    (outcome,) = wire.stream("new", protocol.encode_line(command))
+    assert outcome.close is True and outcome.joined is None
+    assert wire.lines("new") == [protocol.GOODBYE_PREFIX + "!"]
+    assert wire.lines("m0") == [] and len(wire.room) == 1
+
+
+@pytest.mark.parametrize("command", ["/users", "/help", "/join Вера", "/ping"])
+def test_receive_tcp_a_command_at_the_prompt_is_a_refused_name(command):
+    wire = tcp_wire("Борис")
+    wire.stream("new", protocol.encode_line(command))
+    (error, prompt) = wire.lines("new")
+    assert is_error(error, "'/'") and prompt == protocol.NAME_PROMPT
+    assert len(wire.room) == 1
+
+
+def test_receive_udp_join_welcomes_and_notifies():
+    wire = udp_wire("Борис")
+    outcome = wire.datagram("new", "/join Вера".encode())
+    assert outcome.joined == "Вера" and outcome.text == "/join Вера" and not outcome.close
+    (welcome,) = wire.lines("new")
+    assert welcome.startswith(f"{protocol.WELCOME_PREFIX}, Вера!") and "(2): Борис, Вера" in welcome
+    (notice,) = wire.lines("m0")
+    assert is_notice(notice, "Вера")
+
+
+@pytest.mark.parametrize("datagram", ["/JOIN Вера", "/join   Вера  ", "/join Вера\r\n"])
+def test_receive_udp_join_spelling(datagram):
+    wire = udp_wire("Борис")
+    assert wire.datagram("new", datagram.encode()).joined == "Вера"
+
+
+@pytest.mark.parametrize(
+    "datagram",
+    ["привет", "Вера", "/users", "/help", "/msg Борис тайна", "/quit", "/ping", "/unknown",
+     "", "\n", "   ", "\t", "/joinВера"],
+)
+def test_receive_udp_anything_but_join_gets_exactly_join_first(datagram):
+    wire = udp_wire("Борис")
+    outcome = wire.datagram("new", datagram.encode())
+    assert wire.lines("new") == [protocol.JOIN_FIRST]
+    assert not outcome.close and outcome.joined is None
+    assert "new" not in wire.room and wire.lines("m0") == []
+
+
+@pytest.mark.parametrize(
+    "datagram, reason",
+    [("/join", "пуст"), ("/join ", "пуст"), ("/join Вера Павловна", "' '"),
+     ("/join борис", "занято")],
+)
+def test_receive_udp_refused_name_gets_one_error_without_prompt(datagram, reason):
+    wire = udp_wire("Борис")
+    outcome = wire.datagram("new", datagram.encode())
+    (error,) = wire.lines("new")
+    assert is_error(error, reason)
+    assert outcome.joined is None and not outcome.close
+    assert "new" not in wire.room and wire.lines("m0") == []
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"\xff\xfe", "/join esc\x1b[1m".encode(), "/join c1\u009b".encode(),
+     b"/join " + b"z" * config.MAX_MESSAGE_BYTES, LINE_TOO_LONG],
+    ids=["invalid-utf8", "escape", "c1", "too-long", "line-too-long-event"],
+)
+def test_receive_udp_unreadable_datagram_from_newcomer_gets_one_error(data):
+    wire = udp_wire("Борис")
+    outcome = wire.datagram("new", data)
+    (error,) = wire.lines("new")
+    assert is_error(error) and error != protocol.JOIN_FIRST
+    assert outcome.text is None and outcome.joined is None
+    assert "new" not in wire.room and wire.lines("m0") == []
+
+
+# --- Members: bad input, Outcome fields ---------------------------------------------------
+BAD_MEMBER_INPUT = {
+    "invalid-utf8": b"\xff\xfe bad",
+    "cut-letter": "Привет".encode()[:-1],
+    "escape": "красный \x1b[31mтекст".encode(),
+    "c1": "csi \u009b2J".encode(),
+    "del": b"del \x7f",
+    "too-long": b"w" * (config.MAX_MESSAGE_BYTES + 1),
+}
+
+
+@pytest.mark.parametrize("mode", ["tcp", "udp"])
+@pytest.mark.parametrize("data", list(BAD_MEMBER_INPUT.values()), ids=list(BAD_MEMBER_INPUT))
+def test_receive_bad_input_from_member_one_error_nothing_broadcast(mode, data):
+    if mode == "tcp":
+        wire = tcp_wire("Анна", "Борис")
+        (outcome,) = wire.stream("m0", data + b"\n")
+    else:
+        wire = udp_wire("Анна", "Борис")
+        outcome = wire.datagram("m0", data)
+    (error,) = wire.lines("m0")  # one error, no prompt: a member is past the prompt
+    assert is_error(error)
+    assert outcome.text is None and outcome.joined is None and not outcome.close
+    assert wire.lines("m1") == []
+    assert wire.room.names() == ["Анна", "Борис"]
+
+
+def test_receive_line_too_long_event_from_member():
+    room = ChatRoom(max_message_bytes=10)
+    room.join("a", "Анна")
+    room.join("b", "Борис")
+    outcome = room.receive("a", LINE_TOO_LONG)
+    assert outcome.deliveries == [
+        protocol.Delivery(protocol.error_line(protocol.too_long_text(10)), to=("a",))]
+    assert outcome.text is None and not outcome.close
+
+
+def test_receive_uses_the_room_limit_in_bytes():
+    room = ChatRoom(max_message_bytes=10)
+    room.join("a", "Анна")
+    room.join("b", "Борис")
+    assert lines_for(room, room.receive("a", ("я" * 5).encode()).deliveries, "b") == [
+        "Анна: " + "я" * 5]
+    (error,) = lines_for(room, room.receive("a", ("я" * 6).encode()).deliveries, "a")
+    assert error == protocol.error_line(protocol.too_long_text(10))
+
+
+def test_receive_outcome_joined_only_for_the_joining_message():
+    wire = tcp_wire()
+    first, second, third = wire.stream("k", "bad name\nАнна\nпривет\n".encode())
+    assert (first.joined, second.joined, third.joined) == (None, "Анна", None)
+    udp = udp_wire()
+    assert udp.datagram("k", b"hello").joined is None
+    assert udp.datagram("k", "/join Анна".encode()).joined == "Анна"
+    assert udp.datagram("k", "/join Анна".encode()).joined is None  # refused: already in
+
+
+def test_receive_outcome_joined_is_the_normalized_name():
+    room = ChatRoom()
+    assert room.receive("k", "\u0418\u0306о".encode()).joined == "\u0419о"  # NFC
+
+
+def test_receive_outcome_text_is_the_decoded_message():
+    wire = tcp_wire("Анна", "Борис")
+    (outcome,) = wire.stream("m0", "nc строка\r\n".encode())
+    assert outcome.text == "nc строка"
+    (outcome,) = wire.stream("m0", b"\xff\n")
+    assert outcome.text is None
+    udp = udp_wire("Анна")
+    assert udp.datagram("m0", "/users\n".encode()).text == "/users"
+    assert udp.datagram("m0", b"\x07").text is None
+
+
+# --- New rules: blanks, /ping, /join of a member (both variants) -------------------------
+BLANKS = [" ", "   ", "\t", " \t \t", "\t\t  \t"]
+
+
+@pytest.mark.parametrize("text", BLANKS)
+def test_handle_blank_text_ignored(room, text):
+    outcome = room.handle("a", text)
+    assert outcome.deliveries == [] and not outcome.close
+
+
+@pytest.mark.parametrize("mode", ["tcp", "udp"])
+@pytest.mark.parametrize("text", BLANKS + [" \t\r\n"])
+def test_receive_blank_message_ignored(mode, text):
+    wire = tcp_wire("Анна", "Борис") if mode == "tcp" else udp_wire("Анна", "Борис")
+    data = text.encode()
+    if mode == "tcp":
+        (outcome,) = wire.stream("m0", data if data.endswith(b"\n") else data + b"\n")
+    else:
+        outcome = wire.datagram("m0", data)
+    assert outcome.deliveries == [] and not outcome.close
+    assert wire.got == {}
+
+
+def test_text_with_blanks_around_is_still_broadcast_as_typed(room):
+    outcome = room.handle("a", "  привет\t")
+    assert lines_for(room, outcome.deliveries, "b") == ["Анна:   привет\t"]
+
+
+@pytest.mark.parametrize("mode", ["tcp", "udp"])
+@pytest.mark.parametrize("command", ["/ping", "/PING", "/Ping", "/ping 123"])
+def test_receive_ping_from_member_is_a_no_op(mode, command):
+    wire = tcp_wire("Анна", "Борис") if mode == "tcp" else udp_wire("Анна", "Борис")
+    if mode == "tcp":
+        (outcome,) = wire.stream("m0", protocol.encode_line(command))
+    else:
+        outcome = wire.datagram("m0", command.encode())
+    assert outcome.deliveries == [] and not outcome.close and outcome.joined is None
+    assert outcome.text == command
+    assert wire.got == {}
+    assert wire.room.names() == ["Анна", "Борис"]
+
+
+def test_handle_ping_is_a_no_op(room):
+    outcome = room.handle("a", protocol.PING_COMMAND)
+    assert outcome.deliveries == [] and not outcome.close
+
+
+@pytest.mark.parametrize("mode", ["tcp", "udp"])
+@pytest.mark.parametrize("command", ["/join Вера", "/join Анна", "/join", "/JOIN анна"])
+def test_receive_join_from_member_is_an_error(mode, command):
+    wire = tcp_wire("Анна", "Борис") if mode == "tcp" else udp_wire("Анна", "Борис")
+    if mode == "tcp":
+        (outcome,) = wire.stream("m0", protocol.encode_line(command))
+    else:
+        outcome = wire.datagram("m0", command.encode())
+    assert wire.lines("m0") == [protocol.error_line("Вы уже в чате под именем Анна")]
+    assert outcome.joined is None and not outcome.close
+    assert wire.lines("m1") == []
+    assert wire.room.names() == ["Анна", "Борис"]  # no second name, no rename
 
 
 # --- Line formats -----------------------------------------------------------------------

@@ -182,7 +182,7 @@ def join(args, console):
 
 
 def build_parser():
-    """The command line of this program (see :func:`chat_common.cli.build_parser`)."""
+    """The command line of ``python -m udp_chat.client``."""
     return cli.build_parser("udp", cli.CLIENT)
 
 

@@ -5,9 +5,7 @@ differs.  No connections: a member is the ``(host, port)`` address its
 datagrams come from, and joins with the datagram ``/join NAME``.  No framing:
 one datagram is one message.  No EOF: clients send ``/ping`` heartbeats, and
 members silent for longer than ``client_timeout`` are removed.  No thread
-per member: ``sendto()`` never waits for the receiver.
-
-Run: ``python -m udp_chat.server --port 5051``; stop with Ctrl+C.
+per member: ``sendto()`` never waits for the receiver.  Run: ``python -m udp_chat.server``.
 """
 
 import socket
@@ -68,20 +66,18 @@ class ChatServer(BaseChatServer):
     def _apply(self, address, data):
         """Apply one datagram under the lock."""
         with self._lock:
-            if address in self._room:
-                # Any datagram, even a refused one, shows the member is alive.
+            name = self._room.name_of(address) if address in self._room else None
+            if name:  # any datagram, even a refused one, shows the member is alive
                 self._last_seen[address] = time.monotonic()
             outcome = self._room.receive(address, data)
-            who = outcome.joined or (self._room.name_of(address) if address in self._room
-                                     else "%s:%s" % address[:2])
             if outcome.joined:
+                name = outcome.joined
                 self._last_seen[address] = time.monotonic()
-                self.log.info("Вход в чат: %s (%s:%s)", outcome.joined, *address[:2])
-            self.log.debug("%s: %s", who, outcome.text)
+                self.log.info("Вход в чат: %s (%s:%s)", name, *address[:2])
+            self.log.debug("%s: %s", name or "%s:%s" % address[:2], outcome.text)
             self._deliver(outcome.deliveries)
             if outcome.close:
-                del self._last_seen[address]
-                self.log.info("Выход из чата: %s, команда /quit (%s:%s)", who, *address[:2])
+                self._leave(address, name, "выход командой /quit")
 
     def _send_to(self, address, data):
         if address not in self._room and len(data) > config.MAX_ERROR_DATAGRAM_BYTES:
@@ -99,17 +95,17 @@ class ChatServer(BaseChatServer):
         with self._lock:
             for address, seen in list(self._last_seen.items()):
                 if seen < deadline:
-                    del self._last_seen[address]
-                    self._leave(address, protocol.SILENT_REASON)
+                    self._leave(address, self._room.name_of(address), "нет сигналов присутствия")
+                    self._deliver(self._room.leave(address, protocol.SILENT_REASON))
 
-    def _leave(self, address, reason):
-        """Remove a member and tell the others (the caller holds the lock)."""
-        self.log.info("Выход из чата: %s, нет сигналов присутствия", self._room.name_of(address))
-        self._deliver(self._room.leave(address, reason))
+    def _leave(self, address, name, cause):
+        """Forget member ``address`` (the caller holds the lock)."""
+        del self._last_seen[address]
+        self.log.info("Отключение %s (%s:%s): %s", name, *address[:2], cause)
 
 
 def build_parser():
-    """The command line of this program (see :func:`chat_common.cli.build_parser`)."""
+    """The command line of ``python -m udp_chat.server``."""
     return cli.build_parser("udp", cli.SERVER)
 
 
