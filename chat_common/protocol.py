@@ -1,7 +1,5 @@
-"""The chat rules, with no I/O at all (the "sans-I/O" pattern of h11).
-
-Nothing here touches a socket, a thread or a clock.  The TCP and UDP servers
-are thin transports: they hand every received line or datagram to
+"""The chat rules, with no I/O at all (the "sans-I/O" pattern of h11): no
+socket, thread or clock.  The servers hand every received line or datagram to
 :meth:`ChatRoom.receive` and send the :class:`Delivery` lines it answers.
 
 Server to client, every line is one of four forms (names never contain a space
@@ -50,22 +48,17 @@ def encode_line(line):
     return (line + "\n").encode(config.ENCODING)
 
 
-# --- Fixed texts (Russian: users read them) ---------------------------------
 NAME_PROMPT = notice_line("Введите имя (буквы, цифры, «_» или «-», до 32 символов):")
 WELCOME_PREFIX = NOTICE_PREFIX + "Добро пожаловать"
 SHUTDOWN_NOTICE = notice_line("Сервер останавливается. До свидания!")
-HELP_TEXT = notice_line(
-    "Команды: /users — кто в чате; /msg ИМЯ ТЕКСТ — личное сообщение; "
-    "/quit — выйти; /help — эта справка. Любой другой текст получат все."
-)
+HELP_TEXT = notice_line("Команды: /users — кто в чате; /msg ИМЯ ТЕКСТ — личное сообщение; "
+                        "/quit — выйти; /help — эта справка. Любой другой текст получат все.")
 GOODBYE_PREFIX = NOTICE_PREFIX + "До свидания"
 SLOW_READER_REASON = "не успевает получать сообщения"
 SILENT_REASON = "нет связи (не приходят сигналы присутствия)"
-JOIN_FIRST = error_line("Сначала войдите в чат: /join ИМЯ")
-"""UDP only: the answer to anything but ``/join NAME`` from a newcomer."""
+JOIN_FIRST = error_line("Сначала войдите в чат: /join ИМЯ")  # UDP: to a newcomer's non-/join
 JOIN_COMMAND = "/join"
-PING_COMMAND = "/ping"
-"""The heartbeat of a UDP client; a no-op command in both variants."""
+PING_COMMAND = "/ping"  # the UDP client's heartbeat; a no-op command in both variants
 QUIT_COMMAND = "/quit"
 
 
@@ -89,12 +82,10 @@ _CONTROL_CHARS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 def decode_message(raw, max_bytes=config.MAX_MESSAGE_BYTES):
     """Turn the bytes of one message (a line or a datagram) into ``str``.
-
-    One line ending (``\\n``, ``\\r\\n`` or ``\\r``, as ``nc`` and ``telnet``
-    send) is dropped.  ``max_bytes``: longest message in bytes without the
-    ending.  Raises :class:`MessageRefused` when the message is longer, is
-    not valid UTF-8, or has a control character other than tab.
-    """
+    One line ending (``\\n``, ``\\r\\n`` or ``\\r``, as ``nc`` sends) is
+    dropped.  ``max_bytes``: longest message in bytes without the ending.
+    Raises :class:`MessageRefused` when the message is longer, is not valid
+    UTF-8, or has a control character other than tab."""
     raw = raw.removesuffix(b"\n").removesuffix(b"\r")
     if len(raw) > max_bytes:
         raise MessageRefused(too_long_text(max_bytes))
@@ -114,13 +105,10 @@ def too_long_text(max_bytes=config.MAX_MESSAGE_BYTES):
 
 def validate_name(name):
     """Check a user name (``str``) and return it in Unicode normal form NFC.
-
     A valid name has 1 to ``config.MAX_NAME_CHARS`` characters, each a letter
-    of any alphabet, a decimal digit, ``_`` or ``-``; so it never contains a
-    space or ``:`` and message lines stay unambiguous.  NFC makes a letter
-    typed as base + accent equal to the same letter typed as one character.
-    Raises :class:`NameRefused` with the reason.
-    """
+    of any alphabet, a decimal digit, ``_`` or ``-`` (no space or ``:``, so
+    lines stay unambiguous).  NFC makes "И" + breve equal to "Й".  Raises
+    :class:`NameRefused` with the reason."""
     name = unicodedata.normalize("NFC", name)
     if not name:
         raise NameRefused("Имя не может быть пустым")
@@ -129,8 +117,7 @@ def validate_name(name):
     for char in name:
         if not (char.isalpha() or char.isdecimal() or char in "_-"):
             raise NameRefused(
-                f"Недопустимый символ {char!r} в имени: можно только буквы, цифры, «_» и «-»"
-            )
+                f"Недопустимый символ {char!r} в имени: можно только буквы, цифры, «_» и «-»")
     return name
 
 
@@ -142,9 +129,8 @@ def split_command(text):
 
 # --- The room --------------------------------------------------------------
 class Delivery(NamedTuple):
-    """One line (``str``, without ``\\n``) and who gets it: the keys in
-    ``to`` (a tuple), or if ``to`` is None every member except ``exclude``.
-    Resolve it with :meth:`ChatRoom.recipients`."""
+    """One line (``str``, no ``\\n``) and who gets it: the keys in ``to`` (a
+    tuple), or if ``to`` is None every member but ``exclude`` (see recipients)."""
 
     line: str
     to: tuple = None
@@ -153,13 +139,10 @@ class Delivery(NamedTuple):
 
 @dataclass
 class Outcome:
-    """What the room answers to one received message.
-
-    ``deliveries``: list of :class:`Delivery`, in order.  ``close``: True
-    when the transport must end this key's session after sending (``/quit``).
-    ``joined``: the name of a newcomer who has just joined, else None.
-    ``text``: the decoded message, None if refused (for a verbose log).
-    """
+    """What the room answers to one received message: ``deliveries`` (list of
+    :class:`Delivery`, in order); ``close``, True when the transport must end
+    this key's session after sending (``/quit``); ``joined``, the name of a
+    newcomer who has just joined; ``text``, the decoded message (for a log)."""
 
     deliveries: list = field(default_factory=list)
     close: bool = False
@@ -170,15 +153,13 @@ class Outcome:
 class ChatRoom:
     """Members of one chat and the rules of what each message causes.
 
-    A member is known by a *key* chosen by the transport: the connection
-    object for TCP, the ``(host, port)`` address for UDP.  The room is not
-    thread-safe: a threaded server calls it under one lock, which also gives
-    every member the same order of lines.
-
-    ``join_command``: how a newcomer joins.  False (TCP): the server sent
-    :data:`NAME_PROMPT` on connecting, and the first line is the name.  True
-    (UDP): there is no connection to prompt on, so the first datagram must be
-    ``/join NAME``.  ``max_message_bytes``: see :func:`decode_message`.
+    A member is known by a *key* chosen by the transport: the connection for
+    TCP, the ``(host, port)`` address for UDP.  Not thread-safe: a threaded
+    server calls it under one lock, which also gives all one order of lines.
+    ``join_command``: False (TCP): the server prompted on connecting, and the
+    first line is the name; True (UDP): no connection to prompt on, so the
+    first datagram must be ``/join NAME``.  ``max_message_bytes``: see
+    :func:`decode_message`.
     """
 
     def __init__(self, *, join_command=False, max_message_bytes=config.MAX_MESSAGE_BYTES):
@@ -210,12 +191,10 @@ class ChatRoom:
 
     def receive(self, key, data):
         """Apply one message received from ``key``; return an :class:`Outcome`.
-
-        ``data``: one line from :meth:`LineFramer.feed` (``bytes`` or
-        :data:`LINE_TOO_LONG`) or one datagram (``bytes``).  A refused
-        message gets an error line to ``key`` alone; a newcomer's message is
-        his attempt to join; a member's message goes to :meth:`handle`.
-        """
+        ``data``: one line from ``LineFramer.feed`` (``bytes`` or
+        ``LINE_TOO_LONG``) or one datagram (``bytes``).  A refused message gets
+        an error line; a newcomer's message is his attempt to join; a
+        member's goes to :meth:`handle`."""
         try:
             if data is LINE_TOO_LONG:
                 raise MessageRefused(too_long_text(self.max_message_bytes))
@@ -239,20 +218,16 @@ class ChatRoom:
         return Outcome(deliveries, joined=self._names[key])
 
     def _refuse(self, key, error):
-        """The error line for ``key``; a TCP newcomer also gets the prompt again."""
-        lines = [error_line(str(error))]
-        if key not in self._names and not self.join_command:
-            lines.append(NAME_PROMPT)
-        return Outcome([Delivery(line, to=(key,)) for line in lines])
+        outcome = self._reply(key, error_line(str(error)))
+        if key not in self._names and not self.join_command:  # a TCP newcomer: ask again
+            outcome.deliveries.append(Delivery(NAME_PROMPT, to=(key,)))
+        return outcome
 
     def join(self, key, name):
-        """Add a member; return the deliveries of the welcome and join notice.
-
-        ``key``: the transport's handle of the member; ``name``: ``str`` as
-        typed.  Raises :class:`NameRefused` if the name is invalid
-        (:func:`validate_name`) or taken by another member, ignoring case;
-        ``ValueError`` if ``key`` is already a member.
-        """
+        """Add member ``key`` named ``name`` (``str`` as typed); return the
+        welcome and join notice.  Raises :class:`NameRefused` if the name is
+        invalid (:func:`validate_name`) or taken, ignoring case; ``ValueError``
+        if ``key`` is already a member."""
         if key in self._names:
             raise ValueError(f"{key!r} is already a member")
         name = validate_name(name)
@@ -265,12 +240,9 @@ class ChatRoom:
                 Delivery(notice_line(f"{name} входит в чат"), exclude=key)]
 
     def leave(self, key, reason=None):
-        """Remove a member; return the leave notice for the others.
-
-        ``reason``: None for a normal exit, or Russian text saying why the
-        server dropped the member.  A key that is not a member gets ``[]``,
-        so the others hear of each leave exactly once.
-        """
+        """Remove a member; return the leave notice for the others.  ``reason``:
+        None, or Russian text saying why the server dropped him.  A key that is
+        not a member gets ``[]``, so each leave is announced exactly once."""
         name = self._names.pop(key, None)
         if name is None:
             return []
@@ -315,8 +287,8 @@ class ChatRoom:
             return self._reply(key, error_line("Формат: /msg ИМЯ ТЕКСТ"))
         target = self._keys.get(unicodedata.normalize("NFC", target_name).casefold())
         if target is None:
-            return self._reply(
-                key, error_line(f"Нет пользователя с именем «{target_name}». Кто в чате: /users"))
+            return self._reply(key, error_line(
+                f"Нет пользователя с именем «{target_name}». Кто в чате: /users"))
         if target == key:
             return self._reply(key, error_line("Нельзя отправить личное сообщение самому себе"))
         return Outcome([Delivery(private_line(self._names[key], body), to=(target,))])

@@ -30,23 +30,25 @@ class Outbox:
         self.limit = limit
         self.max_bytes = max_bytes
         self._chunks = []
+        self._lines = 0
         self._bytes = 0
         self._closed = False
         self._changed = threading.Condition()
 
-    def put(self, data):
-        """Queue one encoded line (bytes) without blocking.  Returns False if
-        it would overflow a limit: the reader is too slow, the outbox drops
-        what waits and closes, and the caller drops the connection.  Data put
-        after :meth:`close` is ignored (True)."""
+    def put(self, data, lines=1):
+        """Queue ``data`` (bytes of ``lines`` whole lines) without blocking.
+        Returns False if it would overflow a limit: the reader is too slow,
+        the outbox drops what waits and closes, and the caller drops the
+        connection.  Data put after :meth:`close` is ignored (True)."""
         with self._changed:
             if self._closed:
                 return True
-            if len(self._chunks) >= self.limit or self._bytes + len(data) > self.max_bytes:
+            if self._lines + lines > self.limit or self._bytes + len(data) > self.max_bytes:
                 self._chunks.clear()
                 self.close()  # the Condition's lock is re-entrant
                 return False
             self._chunks.append(data)
+            self._lines += lines
             self._bytes += len(data)
             self._changed.notify()
             return True
@@ -59,7 +61,7 @@ class Outbox:
                 self._changed.wait()
             data = b"".join(self._chunks)
             self._chunks.clear()
-            self._bytes = 0
+            self._lines = self._bytes = 0
             return data or None
 
     def close(self):
@@ -151,6 +153,7 @@ class ChatServer(BaseChatServer):
         self._listener.settimeout(ACCEPT_POLL_INTERVAL)
         self.address = self._listener.getsockname()[:2]
         self._connections = set()  # named or not; guarded by the lock too
+        self._pending = {}  # conn -> [bytes of lines] for _flush(); guarded by the lock
 
     def _accept_loop(self):
         while not self._stopping.is_set():
@@ -208,6 +211,7 @@ class ChatServer(BaseChatServer):
     def _apply(self, conn, lines):
         """Apply the lines of one ``recv()`` under the lock, so every member
         gets lines in one order; return True if ``conn`` said ``/quit``."""
+        quit = False
         with self._lock:
             for line in lines:
                 outcome = self._room.receive(conn, line)
@@ -217,20 +221,28 @@ class ChatServer(BaseChatServer):
                 self.log.debug("%s: %s", conn.name or conn.label, outcome.text)
                 self._deliver(outcome.deliveries)
                 if outcome.close:
-                    return True
-                if conn.drop_reason:  # his own replies overflowed his outbox
+                    quit = True
                     break
-        return False
+            self._flush()
+        return quit
 
     def _send_to(self, conn, data):
-        if not conn.outbox.put(data):
-            conn.abort(protocol.SLOW_READER_REASON)
+        # Collected, and put into his outbox once per recv() by _flush(): one
+        # wake-up of his sender thread for a burst, not one per line.
+        self._pending.setdefault(conn, []).append(data)
+
+    def _flush(self):
+        for conn, chunks in self._pending.items():
+            if not conn.outbox.put(b"".join(chunks), len(chunks)):
+                conn.abort(protocol.SLOW_READER_REASON)
+        self._pending.clear()
 
     def _leave(self, conn, reason, cause):
         """Forget ``conn``; if he was a member, tell the others (once)."""
         with self._lock:
             self._connections.discard(conn)
             self._deliver(self._room.leave(conn, reason))
+            self._flush()
         who = f"{conn.name} ({conn.label})" if conn.name else conn.label
         self.log.info("Отключение %s: %s", who, cause)
 

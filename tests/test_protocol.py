@@ -671,6 +671,7 @@ def test_receive_every_cut_point_of_a_short_session():
     data = "Ёж\nэх, ты\n/ping\n/quit\n".encode()
     whole = tcp_wire("Борис")
     whole.stream("new", data)
+    assert len(whole.lines("new")) == 2 and len(whole.lines("m0")) == 3  # /ping: nothing
     assert whole.lines("m0")[1] == "Ёж: эх, ты"
     for cut in range(1, len(data)):
         wire = tcp_wire("Борис")

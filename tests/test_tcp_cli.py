@@ -6,6 +6,7 @@ repository root with UTF-8 standard streams.  Output is read by threads
 """
 
 import importlib
+import logging
 import os
 import re
 import signal
@@ -22,13 +23,16 @@ from conftest import (
     REPO_ROOT,
     TIMEOUT,
     LineReader,
+    client_sync,
     collect,
     free_port,
     goodbye_line,
     join_notice,
     leave_notice,
     next_line,
+    no_line,
     users_line,
+    wait_until,
     welcome_line,
 )
 
@@ -235,6 +239,33 @@ def test_client_cli_asks_for_name_without_flag(server, make_client, run_module):
     assert shown[1].startswith(protocol.ERROR_PREFIX)  # "плохое имя" has a space
     assert shown[2] == protocol.NAME_PROMPT
     assert shown[3] == welcome_line("Наблюдатель", "Маша")
+
+
+
+def test_client_cli_refused_name_exits_1_and_sends_nothing_more(server, make_client, run_module,
+                                                               caplog):
+    # With --name the user chose the name on the command line: a refusal ends
+    # the program, and the first line of stdin is never sent as a second try.
+    caplog.set_level(logging.DEBUG, logger="tcp_chat.server")  # logs every line received
+    watcher = make_client(server.address, "Наблюдатель")
+    with pytest.raises(protocol.NameRefused) as refused:
+        protocol.validate_name("Плохое имя")
+    process = run_module("tcp_chat.client", "--host", LOCALHOST, "--port", str(server.address[1]),
+                         "--name", "Плохое имя")
+    out, err = process.communicate("Привет!\n", timeout=3 * TIMEOUT)
+    # The server has read the client's connection to its end once it logs
+    # the disconnection (the watcher is still connected).
+    wait_until(lambda: any("Отключение" in record.getMessage() for record in caplog.records),
+               message="the server to log the disconnection")
+    received = [record.getMessage() for record in caplog.records]
+    assert any("Плохое имя" in line for line in received), received  # the log works
+    assert not any("Привет!" in line for line in received), received
+    assert process.returncode == 1, (out, err)
+    assert err.splitlines() == [protocol.error_line(str(refused.value))]
+    assert "Привет!" not in out
+    # Nobody joined: a join notice would have come before the /users answer.
+    assert client_sync(watcher) == users_line("Наблюдатель")
+    no_line(watcher, 0)
 
 
 def test_client_cli_connection_refused(run_module):

@@ -1,104 +1,146 @@
-"""The TCP server's per-member Outbox on its own: limits, order, write-through.
+"""The TCP server's per-member Outbox on its own: limits, draining, order.
 
-A connected ``socket.socketpair()`` stands for a member's connection, so the
-tests see exactly the bytes the member would read.
+An Outbox holds encoded lines (bytes) waiting for one member: receiver
+threads :meth:`~tcp_chat.server.Outbox.put` lines under the server's lock,
+never waiting, and the member's sender thread takes everything queued at
+once.  No socket is needed to test it.
 """
 
-import socket
+import queue
 import threading
 
 import pytest
 
-from tcp_chat import server as server_module
+from chat_common import config
 from tcp_chat.server import Outbox
 
 TIMEOUT = 10.0
 
 
-@pytest.fixture
-def pair():
-    """(server side, member side) of a connected stream socket pair."""
-    server_side, member_side = socket.socketpair()
-    member_side.settimeout(TIMEOUT)
-    yield server_side, member_side
-    server_side.close()
-    member_side.close()
+def taker(outbox):
+    """Run ``take_all()`` in a thread until it returns None, as the sender
+    thread does; return a queue of everything it took (None last)."""
+    taken = queue.Queue()
+
+    def run():
+        while True:
+            data = outbox.take_all()
+            taken.put(data)
+            if data is None:
+                return
+
+    threading.Thread(target=run, daemon=True).start()
+    return taken
 
 
-def read_exactly(sock, size):
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        assert chunk, "the other side closed early"
-        data += chunk
-    return data
+def next_item(items):
+    try:
+        return items.get(timeout=TIMEOUT)
+    except queue.Empty:
+        pytest.fail(f"take_all() returned nothing within {TIMEOUT} s")
 
 
-def test_too_many_lines_overflow_and_close_the_outbox(pair):
-    outbox = Outbox(pair[0], limit=3, max_bytes=1000)
-    assert outbox.put(b"a\nb\n", lines=2)
-    assert outbox.put(b"c\n")
+def test_defaults_come_from_config():
+    outbox = Outbox()
+    assert (outbox.limit, outbox.max_bytes) == (config.SEND_QUEUE_LIMIT, config.SEND_QUEUE_BYTES)
+
+
+def test_too_many_lines_overflow_and_close_the_outbox():
+    outbox = Outbox(limit=3, max_bytes=1000)
+    assert outbox.put(b"a\n")
+    assert outbox.put(b"b\n")
+    assert outbox.put(b"c\n")  # exactly the limit may wait
     assert not outbox.put(b"d\n")  # a fourth waiting line: too slow a reader
     assert outbox.take_all() is None  # closed, and what waited is dropped
     assert outbox.put(b"e\n")  # after closing, puts are ignored quietly
-
-
-def test_too_many_bytes_overflow(pair):
-    outbox = Outbox(pair[0], limit=1000, max_bytes=10)
-    assert outbox.put(b"123456789\n")
-    assert not outbox.put(b"x\n")
-
-
-def test_take_all_joins_everything_queued_and_close_lets_it_drain(pair):
-    outbox = Outbox(pair[0], limit=10)
-    outbox.put(b"one\n")
-    outbox.put(b"two\nthree\n", lines=2)
-    outbox.close()
-    assert outbox.take_all() == b"one\ntwo\nthree\n"
     assert outbox.take_all() is None
 
 
-@pytest.mark.skipif(not server_module.CAN_WRITE_THROUGH, reason="no MSG_DONTWAIT here")
-def test_write_through_sends_at_once_without_the_sender_thread(pair):
-    server_side, member_side = pair
-    outbox = Outbox(server_side, limit=10)
-    outbox.write_through = True
+def test_too_many_bytes_overflow():
+    outbox = Outbox(limit=1000, max_bytes=10)
+    assert outbox.put(b"12345\n")
+    assert outbox.put(b"678\n")  # exactly 10 bytes wait
+    assert not outbox.put(b"x\n")
+    assert outbox.take_all() is None
+
+
+def test_one_line_over_the_byte_limit_overflows_an_empty_outbox():
+    outbox = Outbox(limit=1000, max_bytes=10)
+    assert not outbox.put(b"0123456789\n")
+
+
+def test_limits_count_what_waits_not_what_was_ever_put():
+    outbox = Outbox(limit=2, max_bytes=8)
+    for round_ in range(5):
+        assert outbox.put(b"abc\n")
+        assert outbox.put(b"def\n")
+        assert outbox.take_all() == b"abc\ndef\n", round_
+
+
+def test_take_all_joins_everything_queued_and_close_lets_it_drain():
+    outbox = Outbox(limit=10)
+    outbox.put(b"one\n")
+    outbox.put(b"two\n")
+    outbox.put("три\n".encode())
+    outbox.close()
+    assert outbox.put(b"late\n")  # ignored after close
+    assert outbox.take_all() == "one\ntwo\nтри\n".encode()
+    assert outbox.take_all() is None
+
+
+def test_take_all_waits_for_a_put():
+    outbox = Outbox(limit=10)
+    taken = taker(outbox)
     assert outbox.put("привет\n".encode())
-    # No thread ever called take_all(), yet the member has the line.
-    assert member_side.recv(100) == "привет\n".encode()
+    assert next_item(taken) == "привет\n".encode()
+    outbox.close()
+    assert next_item(taken) is None
 
 
-@pytest.mark.skipif(not server_module.CAN_WRITE_THROUGH, reason="no MSG_DONTWAIT here")
-def test_write_through_never_blocks_and_keeps_the_order(pair):
-    # A small socket buffer fills again and again while the member reads and
-    # the sender thread drains the queue: put() must never block, and no
-    # write-through may overtake bytes that are already queued.
-    server_side, member_side = pair
-    server_side.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    member_side.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    outbox = Outbox(server_side, limit=1_000_000, max_bytes=100_000_000)
-    outbox.write_through = True
-    lines = [f"строка {number:06d}\n".encode() for number in range(50_000)]
-    expected = b"".join(lines)
-    received = []
+def test_close_wakes_a_waiting_take_all():
+    outbox = Outbox(limit=10)
+    taken = taker(outbox)
+    outbox.close()
+    assert next_item(taken) is None
 
-    def sender():  # what Connection._send_loop does
-        while (data := outbox.take_all()) is not None:
-            server_side.sendall(data)
 
-    def member():
-        received.append(read_exactly(member_side, len(expected)))
+def test_put_never_waits_for_the_reader():
+    # Nobody takes anything: puts still return at once, up to the limit.
+    outbox = Outbox(limit=20_000, max_bytes=10 << 20)
+    lines = [f"строка {number:05d}\n".encode() for number in range(20_000)]
+    assert all(outbox.put(line) for line in lines)
+    assert not outbox.put(b"one too many\n")
 
-    threads = [threading.Thread(target=sender, daemon=True),
-               threading.Thread(target=member, daemon=True)]
+
+def test_order_kept_across_threads():
+    # Several receiver threads put while the sender thread takes: every line
+    # arrives exactly once, whole, and each thread's lines in the order put.
+    outbox = Outbox(limit=1_000_000, max_bytes=100 << 20)
+    producers, per_producer = 4, 5_000
+    taken = taker(outbox)
+    start = threading.Barrier(producers, timeout=TIMEOUT)
+    refused = []
+
+    def produce(i):
+        start.wait()
+        for j in range(per_producer):
+            if not outbox.put(f"{i}:{j}\n".encode()):
+                refused.append((i, j))
+
+    threads = [threading.Thread(target=produce, args=(i,)) for i in range(producers)]
     for thread in threads:
         thread.start()
-    queued_at_some_point = False
-    for line in lines:
-        assert outbox.put(line)
-        queued_at_some_point = queued_at_some_point or bool(outbox._chunks)
-    outbox.close()
     for thread in threads:
         thread.join(TIMEOUT)
-    assert received == [expected]
-    assert queued_at_some_point, "the socket took everything: nothing was tested"
+    assert not any(thread.is_alive() for thread in threads)
+    outbox.close()
+    chunks = []
+    while (data := next_item(taken)) is not None:
+        chunks.append(data)
+    assert not refused
+    lines = b"".join(chunks).decode().split("\n")
+    assert lines.pop() == ""  # every line ended in \n
+    assert len(lines) == producers * per_producer
+    for i in range(producers):
+        assert [line for line in lines if line.startswith(f"{i}:")] == [
+            f"{i}:{j}" for j in range(per_producer)]

@@ -6,6 +6,8 @@ Raw sockets (:class:`RawClient`) where the exact bytes matter,
 server keeps one order per connection), rather than waiting for silence.
 """
 
+import dataclasses
+import inspect
 import socket
 import threading
 import time
@@ -29,17 +31,25 @@ from conftest import (
     wait_until,
     welcome_line,
 )
+from tcp_chat import server as server_module
 from tcp_chat.client import ChatClient
 from tcp_chat.server import ChatServer
 
 MAX = config.MAX_MESSAGE_BYTES
 
 
+SERVER_THREAD_TARGETS = ("_accept_loop", "_receive_loop", "_send_loop")
+
+
 def server_threads():
-    """Threads a ChatServer starts: "accept", "recv HOST:PORT", "send HOST:PORT"."""
+    """Threads a ChatServer starts: the accept thread and a receiver and a
+    sender per connection.  Unnamed threads are known by the target in their
+    default name ("Thread-3 (_send_loop)"); the names "accept", "recv
+    HOST:PORT" and "send HOST:PORT" count too."""
     return [
         t for t in threading.enumerate()
         if t.name == "accept" or t.name.startswith(("recv ", "send "))
+        or t.name.endswith(tuple(f"({target})" for target in SERVER_THREAD_TARGETS))
     ]
 
 
@@ -62,6 +72,37 @@ def test_address_is_host_port_tuple(server):
     host, port = server.address
     assert host == LOCALHOST
     assert isinstance(port, int) and port > 0
+
+
+def test_defaults_come_from_config():
+    params = inspect.signature(ChatServer).parameters
+    assert params["host"].default == config.HOST
+    assert params["port"].default == config.TCP_PORT
+    limits = config.TcpLimits()
+    assert (limits.max_clients, limits.name_timeout, limits.send_queue_limit,
+            limits.send_queue_bytes, limits.max_message_bytes, limits.flush_timeout,
+            limits.backlog) == (
+        config.MAX_CLIENTS, config.NAME_TIMEOUT, config.SEND_QUEUE_LIMIT,
+        config.SEND_QUEUE_BYTES, config.MAX_MESSAGE_BYTES, config.SHUTDOWN_FLUSH_TIMEOUT,
+        config.BACKLOG)
+    srv = ChatServer(LOCALHOST, 0)
+    try:
+        assert srv.limits == limits
+    finally:
+        srv.stop()
+    srv = ChatServer(LOCALHOST, 0, name_timeout=0.5, max_clients=7)
+    try:
+        assert srv.limits == dataclasses.replace(limits, name_timeout=0.5, max_clients=7)
+    finally:
+        srv.stop()
+    with pytest.raises(TypeError):
+        ChatServer(LOCALHOST, 0, no_such_limit=1)
+    # Every server option is a limit of the same name, with the same default.
+    args = server_module.build_parser().parse_args([])
+    assert (args.host, args.port) == (config.HOST, config.TCP_PORT)
+    options = {key: value for key, value in vars(args).items()
+               if key not in ("host", "port", "verbose")}
+    assert options == dataclasses.asdict(limits)
 
 
 def test_context_manager_starts_and_stops():
@@ -278,6 +319,35 @@ def test_unknown_command_hints_help(server, make_raw, command):
     assert error.startswith("!!! ") and "/help" in error
     anna.send_line("метка")
     assert boris.read_line() == "Анна: метка"  # the command was not broadcast
+
+
+
+@pytest.mark.parametrize("ping", ["/ping", "/PING\r"])
+def test_ping_gets_no_answer_and_is_not_broadcast(server, make_raw, ping):
+    # The UDP client's heartbeat is a harmless no-op over TCP too.
+    anna, boris = joined(server.address, make_raw, "Анна", "Борис")
+    anna.send_line(ping)
+    anna.sync()  # an answer (e.g. "unknown command") would have come first
+    anna.send_line("метка")
+    assert boris.read_line() == "Анна: метка"  # nothing was broadcast before it
+
+
+@pytest.mark.parametrize("command", ["/join Вера", "/join Анна", "/JOIN"])
+def test_join_by_a_member_gets_already_in_chat_error(server, make_raw, command):
+    anna, boris = joined(server.address, make_raw, "Анна", "Борис")
+    anna.send_line(command)
+    assert anna.read_line() == protocol.error_line("Вы уже в чате под именем Анна")
+    assert anna.sync() == users_line("Анна", "Борис")  # exactly one error; same name
+    anna.send_line("метка")
+    assert boris.read_line() == "Анна: метка"  # nobody else heard of it
+
+
+def test_message_of_spaces_and_tabs_not_broadcast(server, make_raw):
+    anna, boris = joined(server.address, make_raw, "Анна", "Борис")
+    anna.send_bytes(b"   \n\t\n \t \t\r\n")
+    anna.send_line("после пробелов")
+    assert boris.read_line() == "Анна: после пробелов"
+    anna.sync()  # and no error for the blank lines either
 
 
 # --- Leaving --------------------------------------------------------------------
@@ -567,6 +637,7 @@ def test_stop_notifies_members_then_closes(make_raw, make_client):
         assert choosing.read_line() == protocol.NAME_PROMPT
         for raw in (anna, boris):
             assert raw.read_line() == join_notice("Вера")
+        assert set(server_threads()) - before, "the server's threads are not recognised"
     finally:
         srv.stop()
     for raw in (anna, boris, choosing):
@@ -598,6 +669,7 @@ def test_stop_is_bounded_with_a_member_that_never_reads(make_raw):
         line = ("щ" * 1990 + "\n").encode()
         sender.send_bytes(line * 1500)
         assert sender.sync() == users_line("Тормоз", "Болтун")  # still a member
+        assert set(server_threads()) - before, "the server's threads are not recognised"
     finally:
         started = time.monotonic()
         srv.stop()

@@ -94,8 +94,24 @@ def test_defaults_come_from_config():
     server_params = inspect.signature(ChatServer).parameters
     assert server_params["port"].default == config.UDP_PORT
     assert server_params["host"].default == config.HOST
-    assert server_params["client_timeout"].default == config.CLIENT_TIMEOUT
-    assert server_params["client_timeout"].kind is inspect.Parameter.KEYWORD_ONLY
+    # The limits are keyword arguments named and defaulted by config.UdpLimits.
+    assert config.UdpLimits().client_timeout == config.CLIENT_TIMEOUT
+    assert config.UdpLimits().max_message_bytes == config.MAX_MESSAGE_BYTES
+    chat = ChatServer(LOCALHOST, 0)
+    try:
+        assert chat.limits == config.UdpLimits()
+    finally:
+        chat.stop()
+    chat = ChatServer(LOCALHOST, 0, client_timeout=2.5)
+    try:
+        assert chat.limits.client_timeout == 2.5
+        assert chat.limits.max_message_bytes == config.MAX_MESSAGE_BYTES
+    finally:
+        chat.stop()
+    with pytest.raises(TypeError):
+        ChatServer(LOCALHOST, 0, 2.5)  # keyword only
+    with pytest.raises(TypeError):
+        ChatServer(LOCALHOST, 0, no_such_limit=1)
     assert inspect.signature(ChatClient).parameters["heartbeat"].default == config.HEARTBEAT_INTERVAL
     server_args = server_module.build_parser().parse_args([])
     assert (server_args.host, server_args.port, server_args.client_timeout) == (
