@@ -21,10 +21,9 @@ ACCEPT_POLL_INTERVAL = 0.2  # seconds in accept() before looking for stop()
 
 
 class Outbox:
-    """Bounded queue of bytes waiting to be sent to one connection: receiver
-    threads :meth:`put` lines, the connection's sender thread takes everything
-    queued at once (one ``sendall()`` for a burst).  ``limit``: most lines
-    that may wait, ``max_bytes``: most bytes (see config)."""
+    """Bounded queue of bytes for one connection: receiver threads :meth:`put`
+    lines, its sender thread takes all queued at once (one ``sendall()`` per
+    burst).  ``limit``: most lines that may wait, ``max_bytes``: most bytes."""
 
     def __init__(self, limit=config.SEND_QUEUE_LIMIT, max_bytes=config.SEND_QUEUE_BYTES):
         self.limit = limit
@@ -36,10 +35,9 @@ class Outbox:
         self._changed = threading.Condition()
 
     def put(self, data, lines=1):
-        """Queue ``data`` (bytes of ``lines`` whole lines) without blocking.
-        Returns False if it would overflow a limit: the reader is too slow,
-        the outbox drops what waits and closes, and the caller drops the
-        connection.  Data put after :meth:`close` is ignored (True)."""
+        """Queue ``data`` (bytes of ``lines`` lines) without blocking.  Returns
+        False if it would overflow a limit: the reader is too slow, the outbox
+        drops all and closes, the caller drops him.  After close(): True."""
         with self._changed:
             if self._closed:
                 return True
@@ -54,8 +52,7 @@ class Outbox:
             return True
 
     def take_all(self):
-        """Wait for queued data and return all of it as one ``bytes``;
-        ``None`` once the outbox is closed and empty."""
+        """Wait for data and return all of it (bytes); None once closed and empty."""
         with self._changed:
             while not self._chunks and not self._closed:
                 self._changed.wait()
@@ -107,7 +104,6 @@ class Connection:
                 self.sock.settimeout(None if self.name else max(deadline - time.monotonic(), 0.001))
                 data = self.sock.recv(RECV_BYTES)
                 if not data:
-                    cause = self.drop_reason or cause
                     break
                 if self.server._apply(self, self.framer.feed(data)):
                     cause = "выход командой /quit"
@@ -119,7 +115,7 @@ class Connection:
         except OSError as error:
             cause = f"ошибка соединения: {error}"
         finally:
-            self.server._leave(self, self.drop_reason, cause)
+            self.server._leave(self, self.drop_reason, self.drop_reason or cause)
             self.outbox.close()
             self.sender.join(self.server.limits.flush_timeout)
             self.abort()
@@ -146,8 +142,7 @@ class ChatServer(BaseChatServer):
         super().__init__(protocol.ChatRoom(max_message_bytes=self.limits.max_message_bytes),
                          self._accept_loop)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        # create_server sets SO_REUSEADDR (not on Windows, where it would let
-        # another program steal the port), so a restart can bind at once.
+        # create_server sets SO_REUSEADDR (not on Windows), so a restart can bind at once.
         self._listener = socket.create_server((host, port), family=family,
                                               backlog=self.limits.backlog)
         self._listener.settimeout(ACCEPT_POLL_INTERVAL)
@@ -162,16 +157,14 @@ class ChatServer(BaseChatServer):
             except TimeoutError:
                 continue  # a chance to notice stop()
             except OSError as error:
-                # For example EMFILE (out of file descriptors): wait a little
-                # instead of spinning, and keep serving those who are in.
+                # E.g. EMFILE (no free file descriptors): wait instead of spinning.
                 self.log.warning("accept() не удался: %s", error)
                 self._stopping.wait(ACCEPT_POLL_INTERVAL)
                 continue
             self._open(Connection(self, sock, address))
 
     def _open(self, conn):
-        # Lines are sent as soon as they are queued; Nagle's algorithm would
-        # only add delay (about 40 ms with delayed ACKs).
+        # Send each burst at once: Nagle's algorithm would wait for an ACK (up to 40 ms).
         conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._lock:
             full = len(self._connections) >= self.limits.max_clients
@@ -185,7 +178,6 @@ class ChatServer(BaseChatServer):
                     f"Сервер переполнен ({self.limits.max_clients} подключений), попробуйте позже")))
             except OSError:
                 pass
-            conn.abort()
             conn.sock.close()
             return
         self.log.info("Подключение %s", conn.label)
@@ -211,7 +203,6 @@ class ChatServer(BaseChatServer):
     def _apply(self, conn, lines):
         """Apply the lines of one ``recv()`` under the lock, so every member
         gets lines in one order; return True if ``conn`` said ``/quit``."""
-        quit = False
         with self._lock:
             for line in lines:
                 outcome = self._room.receive(conn, line)
@@ -221,14 +212,12 @@ class ChatServer(BaseChatServer):
                 self.log.debug("%s: %s", conn.name or conn.label, outcome.text)
                 self._deliver(outcome.deliveries)
                 if outcome.close:
-                    quit = True
                     break
             self._flush()
-        return quit
+        return bool(lines) and outcome.close  # the last line applied was /quit
 
     def _send_to(self, conn, data):
-        # Collected, and put into his outbox once per recv() by _flush(): one
-        # wake-up of his sender thread for a burst, not one per line.
+        # _flush() puts them into his outbox once per recv(): one wake-up per burst.
         self._pending.setdefault(conn, []).append(data)
 
     def _flush(self):
@@ -254,8 +243,7 @@ def build_parser():
 
 def main(argv=None):
     """Run the server until SIGINT or SIGTERM; return the exit code."""
-    args = build_parser().parse_args(argv)
-    return cli.run_server(ChatServer, args)
+    return cli.run_server(ChatServer, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

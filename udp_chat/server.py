@@ -111,8 +111,7 @@ def build_parser():
 
 def main(argv=None):
     """Run the server until SIGINT or SIGTERM; return the exit code."""
-    args = build_parser().parse_args(argv)
-    return cli.run_server(ChatServer, args)
+    return cli.run_server(ChatServer, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
