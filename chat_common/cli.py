@@ -109,35 +109,27 @@ def build_parser(transport, program, prog=None):
     return parser
 
 
-def server_keywords(args):
-    """The keyword arguments of ``ChatServer`` from parsed options (dict):
-    every option but ``--host``, ``--port`` and ``--verbose``."""
-    return {key: value for key, value in vars(args).items()
-            if key not in ("host", "port", "verbose")}
-
-
 def setup_logging(verbose):
     """Log to stderr with timestamps; DEBUG level (message texts) if ``verbose``."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
 
 
-SIGNAL_POLL_INTERVAL = 0.1
-"""Seconds between the main thread's looks at whether a stop signal came."""
+SIGNAL_POLL_INTERVAL = 0.1  # seconds between the main thread's looks for a signal
 
 
 def run_server(server_class, args):
-    """Log, make ``server_class(host, port, **keywords)`` from parsed ``args``
-    and serve until Ctrl+C (SIGINT) or SIGTERM; return the exit code: 0, or
-    1 if the address cannot be bound.  Must run in the main thread.
-
-    The signal handler only records the signal and the main thread polls for
-    it: a handler that raised KeyboardInterrupt could interrupt the main
-    thread anywhere, even inside the lock of a ``threading.Event``.
-    """
+    """Make ``server_class(host, port, **limits)`` from parsed ``args`` and
+    serve until Ctrl+C (SIGINT) or SIGTERM; return the exit code: 0, or 1 if
+    the address cannot be bound.  Must run in the main thread.  The signal
+    handler only records the signal and the main thread polls for it: one
+    that raised KeyboardInterrupt could strike inside an Event's lock."""
     setup_logging(args.verbose)
     try:
-        server = server_class(args.host, args.port, **server_keywords(args))
+        # Every other option is a keyword argument of the same name (see config).
+        limits = {key: value for key, value in vars(args).items()
+                  if key not in ("host", "port", "verbose")}
+        server = server_class(args.host, args.port, **limits)
     except OSError as error:
         print(f"Не удалось открыть порт {args.host}:{args.port}: {error}", file=sys.stderr)
         return 1

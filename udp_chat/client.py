@@ -17,41 +17,34 @@ import threading
 from chat_common import cli, config, protocol
 from chat_common.console import Console
 
-RECV_BYTES = 65535
-"""Receive buffer in bytes: any UDP datagram fits."""
-
+RECV_BYTES = 65535  # any UDP datagram fits
+# Largest UDP payload over IPv4 (65535 - 8 bytes of UDP - 20 of IP): a longer
+# message cannot be one datagram at all, so the client refuses it itself.
 MAX_DATAGRAM_BYTES = 65507
-"""Largest UDP payload over IPv4 (65535 - 8 bytes of UDP - 20 of IP): a longer
-message cannot be one datagram at all, so the client refuses it itself."""
-
+# Lines after which the server no longer counts us as a member: it is
+# stopping, or it removed us after a silence (the machine slept, say).
 _FORGOTTEN = (protocol.SHUTDOWN_NOTICE, protocol.JOIN_FIRST)
-"""Lines after which the server no longer counts us as a member: it is
-stopping, or it removed us after a silence (the machine slept, say)."""
 
 
 class ChatClient:
     """A member of the UDP chat.
 
     ``host`` (str), ``port`` (int): the server; ``name`` (str): sent as
-    ``/join NAME``; the constructor returns once the server welcomed us.
-    ``on_line(line)`` gets each incoming line (``str``) in the receiver
-    thread; without it lines go to the ``queue.Queue`` at :attr:`lines`.
-    ``on_close()``, if given, is called in the receiver thread when the chat
-    ends (goodbye, server stopping or unreachable); :attr:`closed`
-    (``threading.Event``) is set then.  ``heartbeat``: seconds between
-    ``/ping`` datagrams; ``timeout``: seconds to wait for the answer to
-    ``/join``.
+    ``/join NAME``; the constructor returns once the server welcomed us, and
+    :attr:`welcome` holds that line.  ``on_line(line)`` gets each later line
+    (``str``) in the receiver thread; without it lines go to the
+    ``queue.Queue`` at :attr:`lines`.  ``on_close()``, if given, is called in
+    the receiver thread when the chat ends (goodbye, server stopping or
+    unreachable); :attr:`closed` (``threading.Event``) is set then.
+    ``heartbeat``: seconds between ``/ping`` datagrams; ``timeout``: seconds
+    to wait for the answer to ``/join``.
 
-    The socket is *connected* to the server: it only accepts datagrams from
-    the server, and an ICMP "port unreachable" comes back as an error:
-    ``ConnectionRefusedError`` on Linux and macOS, ``ConnectionResetError``
-    on Windows.
-
-    Raises ``ConnectionRefusedError`` (Windows: ``ConnectionResetError``)
-    if nothing listens on the port,
-    ``TimeoutError`` if no answer to ``/join`` comes in ``timeout`` seconds,
-    :class:`~chat_common.protocol.NameRefused` if the server refuses the name.
-    After joining, :attr:`welcome` holds the server's welcome line.
+    The socket is *connected* to the server: it only accepts the server's
+    datagrams, and an ICMP "port unreachable" comes back as an error.  Raises
+    ``ConnectionRefusedError`` (Windows: ``ConnectionResetError``) if nothing
+    listens on the port, ``TimeoutError`` if no answer to ``/join`` comes in
+    ``timeout`` seconds, :class:`~chat_common.protocol.NameRefused` if the
+    server refuses the name.
     """
 
     def __init__(self, host, port, name, on_line=None, *, on_close=None,
@@ -70,8 +63,8 @@ class ChatClient:
         except BaseException:
             self.sock.close()
             raise
-        self._receiver = threading.Thread(target=self._receive_loop, name="receiver", daemon=True)
-        self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        self._receiver = threading.Thread(target=self._receive_loop, daemon=True)
+        self._heartbeat = threading.Thread(target=self._heartbeat_loop, daemon=True)
         self._receiver.start()
         self._heartbeat.start()
 
@@ -132,10 +125,8 @@ class ChatClient:
             raise ValueError("one message per send(): text must not contain a newline")
         data = text.encode(config.ENCODING)
         if len(data) > MAX_DATAGRAM_BYTES:
-            raise protocol.MessageRefused(
-                f"Сообщение длиннее {MAX_DATAGRAM_BYTES} байт не помещается в одну "
-                "датаграмму — оно не отправлено"
-            )
+            raise protocol.MessageRefused(f"Сообщение длиннее {MAX_DATAGRAM_BYTES} байт не "
+                                          "помещается в одну датаграмму — оно не отправлено")
         self.sock.send(data)
 
     def close(self, timeout=config.CLOSE_WAIT_TIMEOUT):
