@@ -57,17 +57,21 @@ TEST_TIMEOUT = 1800
 """Seconds the whole test run of the build may take."""
 
 PACKAGES = ["chat_common", "tcp_chat", "udp_chat"]
-FIRST_FILES = ["chat_common/config.py", "chat_common/protocol.py", "chat_common/console.py",
-               "tcp_chat/server.py", "tcp_chat/client.py",
-               "udp_chat/server.py", "udp_chat/client.py"]
+FIRST_FILES = ["chat_common/config.py", "chat_common/protocol.py", "chat_common/framing.py",
+               "chat_common/base_server.py", "tcp_chat/server.py", "tcp_chat/client.py",
+               "udp_chat/server.py", "udp_chat/client.py",
+               "chat_common/cli.py", "chat_common/console.py"]
 """Order of the listings; other non-empty modules of PACKAGES follow, sorted."""
 
 FILE_ROLES = {
     "chat_common/config.py": "все настройки по умолчанию: адрес, порты, лимиты, тайм-ауты",
-    "chat_common/protocol.py": "правила чата без ввода-вывода: разбор потока на строки, "
-                               "имена, команды, кто что получает",
-    "chat_common/console.py": "терминал клиента и запуск сервера до Ctrl+C "
-                              "(общие для TCP и UDP)",
+    "chat_common/protocol.py": "правила чата без ввода-вывода: вход новичка, имена, "
+                               "проверка текста, команды, кто что получает",
+    "chat_common/framing.py": "разбор потока байтов TCP на строки",
+    "chat_common/base_server.py": "общее у серверов TCP и UDP: комната под одной блокировкой, "
+                                  "поток сервера, запуск и остановка",
+    "chat_common/cli.py": "командная строка всех программ и запуск сервера до Ctrl+C",
+    "chat_common/console.py": "терминал клиента (общий для TCP и UDP)",
     "tcp_chat/server.py": "многопоточный сервер TCP",
     "tcp_chat/client.py": "клиент TCP: поток приёма и главный поток ввода",
     "udp_chat/server.py": "однопоточный сервер UDP с удалением молчащих участников",
@@ -90,8 +94,7 @@ TEST_ROLES = {
                              "русском, ввод из канала, отказ в подключении, уход сервера, "
                              "клиент вроде `nc`",
     "tests/test_tcp_outbox.py": "очередь отправки участника (`Outbox`) отдельно: пределы в "
-                                "строках и байтах, досылка при закрытии, отправка без "
-                                "ожидания и сохранение порядка, когда сокет заполнен",
+                                "строках и байтах, досылка при закрытии, порядок",
     "tests/test_tcp_concurrency.py": "нагрузка на сервер TCP: десятки клиентов одновременно "
                                      "входят, пишут и выходят; каждое сообщение доходит до "
                                      "каждого ровно один раз и в одном порядке",

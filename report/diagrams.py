@@ -113,14 +113,16 @@ def architecture(path):
     _box(ax, 0.3, 6.45, 10.4, 1.55, "", fill=COMMON, lw=1.3)
     _label(ax, 0.45, 7.8, "chat_common — общее для TCP и UDP", size=10.5, ha="left",
            weight="bold")
-    _box(ax, 0.55, 6.6, 2.3, 1.0,
-         "config.py\nвсе настройки\nпо умолчанию", size=8.5)
-    _box(ax, 3.05, 6.6, 4.55, 1.0,
-         "protocol.py — правила чата без ввода-вывода\n"
-         "LineFramer · decode_message · validate_name\n"
-         "ChatRoom: сообщение → список Delivery", size=8.5)
-    _box(ax, 7.8, 6.6, 2.65, 1.0,
-         "console.py\nтерминал клиента,\nзапуск сервера до Ctrl+C", size=8.5)
+    boxes = [("config.py\nвсе настройки\nпо умолчанию", 1.39),
+             ("protocol.py — правила\nбез ввода-вывода:\nChatRoom.receive:\nбайты → Outcome", 2.2),
+             ("framing.py\nLineFramer:\nпоток → строки", 1.39),
+             ("base_server.py\nкомната под\nблокировкой,\nзапуск, остановка", 1.39),
+             ("cli.py\nкомандная\nстрока, Ctrl+C", 1.39),
+             ("console.py\nтерминал\nклиента", 1.39)]
+    x = 0.55
+    for text, width in boxes:
+        _box(ax, x, 6.6, width, 1.0, text, size=7.6)
+        x += width + 0.15
 
     # Transports.
     _box(ax, 0.3, 0.3, 5.25, 5.55, "", fill=TCP, lw=1.3)
@@ -144,7 +146,7 @@ def architecture(path):
     _box(ax, 0.75, 3.15, 1.8, 0.45, "поток приёма", size=8)
     _box(ax, 0.75, 2.6, 1.8, 0.45, "поток отправки", size=8)
     _box(ax, 2.8, 2.55, 2.45, 0.75,
-         "Outbox: send без ожидания,\nостаток — в очередь", size=7.6, fill=NOTE)
+         "Outbox: очередь с пределом;\nпереполнил — отключён", size=7.6, fill=NOTE)
     _arrow(ax, (1.5, 4.35), (1.5, 4.0))
     _label(ax, 1.58, 4.17, "создаёт", size=7, ha="left", style="italic")
     _arrow(ax, (2.55, 3.4), (2.85, 3.95))
