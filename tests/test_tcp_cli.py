@@ -253,9 +253,12 @@ def test_client_cli_refused_name_exits_1_and_sends_nothing_more(server, make_cli
     process = run_module("tcp_chat.client", "--host", LOCALHOST, "--port", str(server.address[1]),
                          "--name", "Плохое имя")
     out, err = process.communicate("Привет!\n", timeout=3 * TIMEOUT)
-    # The server has read the client's connection to its end once it logs
-    # the disconnection (the watcher is still connected).
-    wait_until(lambda: any("Отключение" in record.getMessage() for record in caplog.records),
+    # The server has read a connection to its end once it logs the
+    # disconnection: wait until every connection but the watcher's is over.
+    def log_count(word):
+        return sum(record.getMessage().startswith(word) for record in caplog.records)
+
+    wait_until(lambda: log_count("Отключение") == log_count("Подключение") - 1,
                message="the server to log the disconnection")
     received = [record.getMessage() for record in caplog.records]
     assert any("Плохое имя" in line for line in received), received  # the log works

@@ -56,6 +56,19 @@ def test_too_many_lines_overflow_and_close_the_outbox():
     assert outbox.take_all() is None
 
 
+def test_a_burst_of_lines_put_at_once_counts_each_line():
+    # The server may put the lines of one recv() in one call; the line limit
+    # still counts lines, not calls.
+    outbox = Outbox(limit=3, max_bytes=1000)
+    assert outbox.put(b"a\nb\n", lines=2)
+    assert outbox.take_all() == b"a\nb\n"
+    assert outbox.put(b"c\nd\ne\n", lines=3)  # exactly the limit may wait
+    assert outbox.take_all() == b"c\nd\ne\n"
+    assert outbox.put(b"f\ng\n", lines=2)
+    assert not outbox.put(b"h\ni\n", lines=2)  # four lines would wait
+    assert outbox.take_all() is None
+
+
 def test_too_many_bytes_overflow():
     outbox = Outbox(limit=1000, max_bytes=10)
     assert outbox.put(b"12345\n")
