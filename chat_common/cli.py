@@ -67,6 +67,8 @@ OPTIONS = [  # (flag, programs, type, default, metavar, help); {port}: the progr
      "очередь ещё не принятых подключений в ядре (по умолчанию {default})"),
     ("--client-timeout", "udp server", positive_seconds, config.CLIENT_TIMEOUT, "СЕКУНДЫ",
      "через сколько секунд тишины участник считается ушедшим (по умолчанию {default:g})"),
+    ("--max-members", "udp server", positive_int, config.MAX_MEMBERS, "N",
+     "наибольшее число участников (по умолчанию {default})"),
     ("--max-message-bytes", "tcp udp server", positive_int, config.MAX_MESSAGE_BYTES, "БАЙТЫ",
      "наибольшая длина сообщения в байтах без конца строки (по умолчанию {default})"),
 ]

@@ -51,7 +51,12 @@ SEND_QUEUE_BYTES = 4 * 1024 * 1024
 per member (the line limit alone would allow 400 MB of 4 KB lines)."""
 
 MAX_CLIENTS = 1000
-"""Most open TCP connections at once, named or not."""
+"""Most open TCP connections at once, named or not: a connection that has not
+given a name yet holds a place too, for at most NAME_TIMEOUT seconds."""
+
+MAX_NAME_ATTEMPTS = 10
+"""Refused names in a row after which a TCP connection is closed: each
+refusal costs an error and a new prompt, so they must not go on forever."""
 
 BACKLOG = 128
 """Backlog of the listening socket: connections the kernel may hold before
@@ -71,9 +76,20 @@ CLIENT_TIMEOUT = 15.0
 JOIN_TIMEOUT = 3.0
 """Seconds a UDP client waits for the answer to ``/join``."""
 
-MAX_ERROR_DATAGRAM_BYTES = 512
-"""Largest error datagram the UDP server sends to an address that has not
-joined, so that a spoofed sender cannot use the server as an amplifier."""
+MAX_MEMBERS = 1000
+"""Most members of the UDP chat at once (as MAX_CLIENTS for TCP): a ``/join``
+beyond it is refused."""
+
+MAX_FIRST_REPLY_BYTES = 512
+"""Largest datagram the UDP server sends to an address in answer to that
+address's first datagram (an error or the welcome), so that a forged sender
+address cannot use the server as an amplifier.  The full member list comes
+with ``/users`` once joined."""
+
+MAX_REPLY_BYTES = 65000
+"""Longest line the server builds from a list of names (welcome, ``/users``,
+leave notices), in bytes with its ``\\n``: a longer list is shortened with
+"… и ещё N", so every reply fits in one UDP datagram (65 507 bytes at most)."""
 
 # --- Clients ---------------------------------------------------------------
 CLOSE_WAIT_TIMEOUT = 5.0
@@ -100,4 +116,5 @@ class UdpLimits:
     """Keyword arguments of ``udp_chat.server.ChatServer`` (see TcpLimits)."""
 
     client_timeout: float = CLIENT_TIMEOUT
+    max_members: int = MAX_MEMBERS
     max_message_bytes: int = MAX_MESSAGE_BYTES

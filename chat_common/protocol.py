@@ -11,13 +11,15 @@ or ``:``, so the forms never collide)::
     !!! TEXT              an error about the client's own last input
 """
 
-import re
-import unicodedata
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from chat_common import config
 from chat_common.framing import LINE_TOO_LONG
+# Re-exported: the transports and tests reach every rule through this module.
+from chat_common.text import (MessageRefused, NameRefused, ProtocolError,  # noqa: F401
+                              decode_message, listing, name_key, number, plural,
+                              too_long_text, validate_name)
 
 NOTICE_PREFIX = "*** "
 ERROR_PREFIX = "!!! "
@@ -62,63 +64,15 @@ PING_COMMAND = "/ping"  # the UDP client's heartbeat; a no-op command in both va
 QUIT_COMMAND = "/quit"
 
 
-class ProtocolError(ValueError):
-    """Input that breaks a chat rule; ``str(error)`` is the Russian reason."""
+def server_full_line(max_clients):
+    """TCP: the error for a connection beyond ``max_clients`` (int), before it is closed."""
+    connections = plural(max_clients, "подключение", "подключения", "подключений")
+    return error_line(f"Сервер переполнен ({connections}), попробуйте позже")
 
 
-class NameRefused(ProtocolError):
-    """A name that is invalid or already taken."""
-
-
-class MessageRefused(ProtocolError):
-    """A message that is too long, not UTF-8, or has control characters."""
-
-
-# --- Messages and names ----------------------------------------------------
-# C0 controls except tab, DEL and C1 controls: ESC among them starts terminal
-# escape sequences, which must never reach another user's screen.
-_CONTROL_CHARS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
-
-
-def decode_message(raw, max_bytes=config.MAX_MESSAGE_BYTES):
-    """Turn the bytes of one message (a line or a datagram) into ``str``.
-    One line ending (``\\n``, ``\\r\\n`` or ``\\r``, as ``nc`` sends) is
-    dropped.  ``max_bytes``: longest message in bytes without the ending.
-    Raises :class:`MessageRefused` when the message is longer, is not valid
-    UTF-8, or has a control character other than tab."""
-    raw = raw.removesuffix(b"\n").removesuffix(b"\r")
-    if len(raw) > max_bytes:
-        raise MessageRefused(too_long_text(max_bytes))
-    try:
-        text = raw.decode(config.ENCODING)
-    except UnicodeDecodeError:
-        raise MessageRefused("Сообщение не в кодировке UTF-8 — оно отброшено") from None
-    if _CONTROL_CHARS.search(text):
-        raise MessageRefused("Управляющие символы в сообщении запрещены — оно отброшено")
-    return text
-
-
-def too_long_text(max_bytes=config.MAX_MESSAGE_BYTES):
-    """The Russian error text for a message longer than ``max_bytes`` bytes."""
-    return f"Сообщение длиннее {max_bytes} байт — оно отброшено"
-
-
-def validate_name(name):
-    """Check a user name (``str``) and return it in Unicode normal form NFC.
-    A valid name has 1 to ``config.MAX_NAME_CHARS`` characters, each a letter
-    of any alphabet, a decimal digit, ``_`` or ``-`` (no space or ``:``, so
-    lines stay unambiguous).  NFC makes "И" + breve equal to "Й".  Raises
-    :class:`NameRefused` with the reason."""
-    name = unicodedata.normalize("NFC", name)
-    if not name:
-        raise NameRefused("Имя не может быть пустым")
-    if len(name) > config.MAX_NAME_CHARS:
-        raise NameRefused(f"Имя длиннее {config.MAX_NAME_CHARS} символов")
-    for char in name:
-        if not (char.isalpha() or char.isdecimal() or char in "_-"):
-            raise NameRefused(
-                f"Недопустимый символ {char!r} в имени: можно только буквы, цифры, «_» и «-»")
-    return name
+def name_timeout_line(seconds):
+    """TCP: the error for a connection that gave no name within ``seconds`` (float)."""
+    return error_line(f"Время на выбор имени истекло ({seconds:g} с)".replace(".", ","))
 
 
 def split_command(text):
@@ -158,15 +112,21 @@ class ChatRoom:
     server calls it under one lock, which also gives all one order of lines.
     ``join_command``: False (TCP): the server prompted on connecting, and the
     first line is the name; True (UDP): no connection to prompt on, so the
-    first datagram must be ``/join NAME``.  ``max_message_bytes``: see
-    :func:`decode_message`.
+    first datagram must be ``/join NAME``, and the welcome, the answer to an
+    address's first datagram, is kept within ``config.MAX_FIRST_REPLY_BYTES``
+    (a forged sender address must not make the server an amplifier).
+    ``max_members``: a join beyond it is refused (None: no limit).
+    ``max_message_bytes``: see :func:`decode_message`.
     """
 
-    def __init__(self, *, join_command=False, max_message_bytes=config.MAX_MESSAGE_BYTES):
+    def __init__(self, *, join_command=False, max_members=None,
+                 max_message_bytes=config.MAX_MESSAGE_BYTES):
         self.join_command = join_command
+        self.max_members = max_members
         self.max_message_bytes = max_message_bytes
         self._names = {}  # key -> name, in the order of joining
-        self._keys = {}  # name.casefold() -> key, so names are unique ignoring case
+        self._keys = {}  # name_key(name) -> key, so look-alike names are one name
+        self._attempts = {}  # TCP newcomer key -> refused lines in a row
 
     def __contains__(self, key):
         return key in self._names
@@ -219,23 +179,41 @@ class ChatRoom:
 
     def _refuse(self, key, error):
         outcome = self._reply(key, error_line(str(error)))
-        if key not in self._names and not self.join_command:  # a TCP newcomer: ask again
+        if key in self._names or self.join_command:
+            return outcome
+        # A TCP newcomer is asked again, but not without end: each answer
+        # costs the server work and memory, so a run of refusals ends it.
+        self._attempts[key] = self._attempts.get(key, 0) + 1
+        if self._attempts[key] >= config.MAX_NAME_ATTEMPTS:
+            tries = plural(config.MAX_NAME_ATTEMPTS, "неудачная попытка", "неудачные попытки",
+                           "неудачных попыток")
+            outcome.deliveries.append(Delivery(
+                error_line(f"{tries} выбрать имя подряд — соединение закрыто"), to=(key,)))
+            outcome.close = True
+        else:
             outcome.deliveries.append(Delivery(NAME_PROMPT, to=(key,)))
         return outcome
 
     def join(self, key, name):
         """Add member ``key`` named ``name`` (``str`` as typed); return the
-        welcome and join notice.  Raises :class:`NameRefused` if the name is
-        invalid (:func:`validate_name`) or taken, ignoring case; ``ValueError``
-        if ``key`` is already a member."""
+        welcome and join notice.  Raises :class:`NameRefused` if the chat is
+        full (``max_members``), the name is invalid (:func:`validate_name`) or
+        taken, compared by :func:`name_key`; ``ValueError`` if ``key`` is
+        already a member."""
         if key in self._names:
             raise ValueError(f"{key!r} is already a member")
+        if self.max_members is not None and len(self._names) >= self.max_members:
+            members = plural(self.max_members, "участник", "участника", "участников")
+            raise NameRefused(f"Чат заполнен ({members}), попробуйте позже")
         name = validate_name(name)
-        if name.casefold() in self._keys:
+        if name_key(name) in self._keys:
             raise NameRefused(f"Имя «{name}» уже занято, выберите другое")
         self._names[key] = name
-        self._keys[name.casefold()] = key
-        welcome = f"{WELCOME_PREFIX}, {name}! {self._who_is_online()}. Список команд: /help"
+        self._keys[name_key(name)] = key
+        self._attempts.pop(key, None)
+        welcome = self._who_is_online(f"{WELCOME_PREFIX}, {name}! ", ". Список команд: /help",
+                                      config.MAX_FIRST_REPLY_BYTES if self.join_command
+                                      else config.MAX_REPLY_BYTES)
         return [Delivery(welcome, to=(key,)),
                 Delivery(notice_line(f"{name} входит в чат"), exclude=key)]
 
@@ -243,13 +221,28 @@ class ChatRoom:
         """Remove a member; return the leave notice for the others.  ``reason``:
         None, or Russian text saying why the server dropped him.  A key that is
         not a member gets ``[]``, so each leave is announced exactly once."""
-        name = self._names.pop(key, None)
-        if name is None:
+        return self.leave_all([key], reason)
+
+    def leave_all(self, keys, reason=None):
+        """Remove several members at once; return *one* leave notice for the
+        others (so removing N members costs N sends, not N²)."""
+        names = [self._remove(key) for key in keys]
+        names = [name for name in names if name is not None]
+        if not names:
             return []
-        del self._keys[name.casefold()]
         # Present tense: Russian past tense would need the member's gender.
-        text = f"{name} выходит из чата: {reason}" if reason else f"{name} выходит из чата"
-        return [Delivery(notice_line(text))]
+        tail = f": {reason}" if reason else ""
+        if len(names) == 1:
+            return [Delivery(notice_line(f"{names[0]} выходит из чата{tail}"))]
+        head = notice_line(f"Из чата выходят ({number(len(names))}): ")
+        return [Delivery(head + listing(names, _room_for(head, tail)) + tail)]
+
+    def _remove(self, key):
+        self._attempts.pop(key, None)
+        name = self._names.pop(key, None)
+        if name is not None:
+            del self._keys[name_key(name)]
+        return name
 
     def handle(self, key, text):
         """Apply one decoded message (``str``) of member ``key``; return an
@@ -268,7 +261,7 @@ class ChatRoom:
         if word == "/help":
             return self._reply(key, HELP_TEXT)
         if word == "/users":
-            return self._reply(key, notice_line(self._who_is_online()))
+            return self._reply(key, self._who_is_online(NOTICE_PREFIX))
         if word == "/msg":
             return self._private(key, rest)
         if word == PING_COMMAND:
@@ -285,7 +278,7 @@ class ChatRoom:
         body = body.strip(" ")
         if not target_name or not body:
             return self._reply(key, error_line("Формат: /msg ИМЯ ТЕКСТ"))
-        target = self._keys.get(unicodedata.normalize("NFC", target_name).casefold())
+        target = self._keys.get(name_key(target_name))
         if target is None:
             return self._reply(key, error_line(
                 f"Нет пользователя с именем «{target_name}». Кто в чате: /users"))
@@ -296,5 +289,11 @@ class ChatRoom:
     def _reply(self, key, line):
         return Outcome([Delivery(line, to=(key,))])
 
-    def _who_is_online(self):
-        return f"Сейчас в чате ({len(self._names)}): {', '.join(self._names.values())}"
+    def _who_is_online(self, head, tail="", max_bytes=config.MAX_REPLY_BYTES):
+        head += f"Сейчас в чате ({number(len(self._names))}): "
+        return head + listing(self.names(), _room_for(head, tail, max_bytes)) + tail
+
+
+def _room_for(head, tail, max_bytes=config.MAX_REPLY_BYTES):
+    """Bytes left for a list of names in a line ``head + list + tail + "\\n"``."""
+    return max_bytes - len((head + tail).encode(config.ENCODING)) - 1

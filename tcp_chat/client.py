@@ -33,8 +33,9 @@ class ChatClient:
 
     ``on_line(line)`` gets each incoming line (``str`` without ``\\n``), the
     handshake's included, in the receiver thread; without it lines after the
-    handshake go to the ``queue.Queue`` at :attr:`lines`.  ``on_close()``, if given, is called in the receiver thread
-    when the connection ends; :attr:`closed` (``threading.Event``) is set then.
+    handshake go to the ``queue.Queue`` at :attr:`lines`.  ``on_close()``, if
+    given, is called in the receiver thread when the connection ends;
+    :attr:`closed` (``threading.Event``) is set then.
     ``timeout``: seconds for connecting and for the handshake.
 
     Raises ``OSError`` (e.g. ``ConnectionRefusedError``) if the server cannot

@@ -1,10 +1,9 @@
-"""Multi-user TCP chat server: thread per client.
+"""Multi-user TCP chat server: thread per client (``python -m tcp_chat.server``).
 
 The *accept thread* waits in ``accept()``; each connection gets a *receiver
 thread*, which cuts what it reads into lines and applies the chat rules under
 the server's one lock, and a *sender thread*, which writes what the rules put
-in its bounded :class:`Outbox`.  So a member who reads slowly delays nobody:
-his outbox fills up and he is disconnected.  Run: ``python -m tcp_chat.server``.
+in its bounded :class:`Outbox`: a slow reader delays nobody, he is dropped.
 """
 
 import socket
@@ -17,6 +16,7 @@ from chat_common.base_server import BaseChatServer
 from chat_common.framing import LineFramer
 
 RECV_BYTES = 65536  # a lot, so a busy sender costs few recv() calls
+BATCH_BYTES = 65536  # most bytes collected for one member before they go into his outbox
 ACCEPT_POLL_INTERVAL = 0.2  # seconds in accept() before looking for stop()
 
 
@@ -69,9 +69,8 @@ class Outbox:
 
 
 class Connection:
-    """One client connection: socket, framer, outbox and two threads.  The
-    receiver thread owns its life: when it ends (EOF, error, ``/quit``, name
-    timeout, stop) it removes the member, lets the sender flush, closes."""
+    """One client connection: socket, framer, outbox and two threads.  Its receiver
+    thread owns its life: at the end it removes the member, lets the sender flush, closes."""
 
     def __init__(self, server, sock, address):
         self.server = server
@@ -87,15 +86,13 @@ class Connection:
     def abort(self, reason=None):
         """Break the connection from any thread; its receiver cleans up.
         ``shutdown()`` wakes both: ``recv()`` gets EOF, ``sendall()`` fails."""
-        if reason and self.drop_reason is None:
-            self.drop_reason = reason
+        self.drop_reason = self.drop_reason or reason  # the first reason counts
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass  # already closed or never fully connected
 
     def _receive_loop(self):
-        """Read and apply lines until EOF, ``/quit`` or an error, then clean up."""
         cause = "соединение закрыто клиентом"
         deadline = time.monotonic() + self.server.limits.name_timeout
         try:
@@ -106,12 +103,12 @@ class Connection:
                 if not data:
                     break
                 if self.server._apply(self, self.framer.feed(data)):
-                    cause = "выход командой /quit"
+                    cause = "выход командой /quit" if self.name else "ушёл, не выбрав имя"
                     break
         except TimeoutError:
             cause = "имя не получено вовремя"
-            self.outbox.put(protocol.encode_line(protocol.error_line(
-                f"Время на выбор имени истекло ({self.server.limits.name_timeout:g} с)")))
+            self.outbox.put(protocol.encode_line(
+                protocol.name_timeout_line(self.server.limits.name_timeout)))
         except OSError as error:
             cause = f"ошибка соединения: {error}"
         finally:
@@ -131,9 +128,8 @@ class Connection:
 
 
 class ChatServer(BaseChatServer):
-    """Threaded TCP chat server: ``host`` (str), ``port`` (0: any free one),
-    keyword limits from :class:`chat_common.config.TcpLimits`.  Binds at once
-    (``OSError`` if taken), so :attr:`address` ``(host, port)`` is known."""
+    """Threaded TCP chat server: ``host`` (str), ``port`` (0: any free one), keyword limits
+    of :class:`chat_common.config.TcpLimits`.  Binds at once (``OSError`` if taken)."""
 
     transport = "TCP"
 
@@ -141,14 +137,14 @@ class ChatServer(BaseChatServer):
         self.limits = config.TcpLimits(**limits)
         super().__init__(protocol.ChatRoom(max_message_bytes=self.limits.max_message_bytes),
                          self._accept_loop)
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # create_server sets SO_REUSEADDR (not on Windows), so a restart can bind at once.
-        self._listener = socket.create_server((host, port), family=family,
-                                              backlog=self.limits.backlog)
+        self._listener = socket.create_server(
+            (host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+            backlog=self.limits.backlog)
         self._listener.settimeout(ACCEPT_POLL_INTERVAL)
         self.address = self._listener.getsockname()[:2]
         self._connections = set()  # named or not; guarded by the lock too
-        self._pending = {}  # conn -> [bytes of lines] for _flush(); guarded by the lock
+        self._pending = {}  # conn -> bytearray of lines for _flush(); guarded by the lock
 
     def _accept_loop(self):
         while not self._stopping.is_set():
@@ -157,8 +153,7 @@ class ChatServer(BaseChatServer):
             except TimeoutError:
                 continue  # a chance to notice stop()
             except OSError as error:
-                # E.g. EMFILE (no free file descriptors): wait instead of spinning.
-                self.log.warning("accept() не удался: %s", error)
+                self.log.warning("accept() не удался: %s", error)  # e.g. EMFILE: wait, do not spin
                 self._stopping.wait(ACCEPT_POLL_INTERVAL)
                 continue
             self._open(Connection(self, sock, address))
@@ -174,10 +169,11 @@ class ChatServer(BaseChatServer):
             self.log.warning("Отказ %s: сервер переполнен", conn.label)
             try:
                 conn.sock.settimeout(1.0)  # a refused client must not hold the accept thread
-                conn.sock.sendall(protocol.encode_line(protocol.error_line(
-                    f"Сервер переполнен ({self.limits.max_clients} подключений), попробуйте позже")))
+                conn.sock.sendall(protocol.encode_line(
+                    protocol.server_full_line(self.limits.max_clients)))
             except OSError:
                 pass
+            conn.abort()  # shutdown() first, so the client sees the end at once
             conn.sock.close()
             return
         self.log.info("Подключение %s", conn.label)
@@ -201,8 +197,8 @@ class ChatServer(BaseChatServer):
             conn.receiver.join()
 
     def _apply(self, conn, lines):
-        """Apply the lines of one ``recv()`` under the lock, so every member
-        gets lines in one order; return True if ``conn`` said ``/quit``."""
+        """Apply the lines of one ``recv()`` under the lock, so every member gets
+        lines in one order; return True if ``conn`` must be closed (``/quit``)."""
         with self._lock:
             for line in lines:
                 outcome = self._room.receive(conn, line)
@@ -211,20 +207,24 @@ class ChatServer(BaseChatServer):
                     self.log.info("Вход в чат: %s (%s)", conn.name, conn.label)
                 self.log.debug("%s: %s", conn.name or conn.label, outcome.text)
                 self._deliver(outcome.deliveries)
-                if outcome.close:
+                if outcome.close or conn.drop_reason:  # he quit, or his outbox overflowed
                     break
             self._flush()
         return bool(lines) and outcome.close  # the last line applied was /quit
 
     def _send_to(self, conn, data):
-        # _flush() puts them into his outbox once per recv(): one wake-up per burst.
-        self._pending.setdefault(conn, []).append(data)
+        # Into his outbox once per recv() (one wake-up of his sender per burst),
+        # or at BATCH_BYTES, so that his outbox limit bounds memory as replies are made.
+        batch = self._pending.setdefault(conn, bytearray())
+        batch += data
+        if len(batch) >= BATCH_BYTES:
+            self._flush(conn)
 
-    def _flush(self):
-        for conn, chunks in self._pending.items():
-            if not conn.outbox.put(b"".join(chunks), len(chunks)):
+    def _flush(self, *conns):  # the given members, or all with lines collected
+        for conn in conns or list(self._pending):
+            batch = self._pending.pop(conn)
+            if not conn.outbox.put(batch, batch.count(b"\n")):
                 conn.abort(protocol.SLOW_READER_REASON)
-        self._pending.clear()
 
     def _leave(self, conn, reason, cause):
         """Forget ``conn``; if he was a member, tell the others (once)."""

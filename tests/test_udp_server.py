@@ -190,7 +190,7 @@ def test_stranger_gets_exactly_one_short_error_per_datagram(udp_server, make_pee
     replies = stranger.replies_until_marker()
     assert len(replies) == len(join_first) + len(refused), replies
     for reply in replies:
-        assert len(reply) <= config.MAX_ERROR_DATAGRAM_BYTES
+        assert len(reply) <= config.MAX_FIRST_REPLY_BYTES
         assert reply.decode(config.ENCODING).startswith(protocol.ERROR_PREFIX)
     expected_join_first = (protocol.JOIN_FIRST + "\n").encode(config.ENCODING)
     assert replies[: len(join_first)] == [expected_join_first] * len(join_first)
@@ -205,7 +205,7 @@ def test_largest_datagram_from_stranger_gets_one_short_error(udp_server, make_pe
     stranger.send(b"x" * 65507)  # the largest UDP payload over IPv4
     replies = stranger.replies_until_marker()
     assert replies == [(protocol.error_line(protocol.too_long_text()) + "\n").encode(config.ENCODING)]
-    assert len(replies[0]) <= config.MAX_ERROR_DATAGRAM_BYTES
+    assert len(replies[0]) <= config.MAX_FIRST_REPLY_BYTES
 
 
 def test_error_to_stranger_is_cut_to_512_bytes(udp_server, make_peer, monkeypatch):
@@ -216,7 +216,7 @@ def test_error_to_stranger_is_cut_to_512_bytes(udp_server, make_peer, monkeypatc
     replies = stranger.replies_until_marker()
     assert len(replies) == 1, replies
     (reply,) = replies
-    assert len(reply) <= config.MAX_ERROR_DATAGRAM_BYTES
+    assert len(reply) <= config.MAX_FIRST_REPLY_BYTES
     text = reply.decode(config.ENCODING)  # cut at a letter boundary: still UTF-8
     assert text.startswith(protocol.ERROR_PREFIX) and text.endswith("\n")
     assert text.count("\n") == 1

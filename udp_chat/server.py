@@ -21,6 +21,7 @@ from chat_common.base_server import BaseChatServer
 # Windows raises and loses the sender's address).
 RECV_BYTES = 65535
 MAX_POLL_INTERVAL = 0.5  # seconds in recvfrom() before looking for silence and stop()
+MAX_READ_WAITING = 10_000  # datagrams read before a removal pass: more than a socket buffer holds
 
 
 class ChatServer(BaseChatServer):
@@ -32,16 +33,18 @@ class ChatServer(BaseChatServer):
 
     def __init__(self, host=config.HOST, port=config.UDP_PORT, **limits):
         self.limits = config.UdpLimits(**limits)
-        super().__init__(protocol.ChatRoom(join_command=True,
+        super().__init__(protocol.ChatRoom(join_command=True, max_members=self.limits.max_members,
                                            max_message_bytes=self.limits.max_message_bytes),
                          self._receive_loop)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._sock = socket.socket(family, socket.SOCK_DGRAM)
         self._sock.bind((host, port))
         # The timeout bounds how late a silent member or stop() is noticed.
-        self._sock.settimeout(min(MAX_POLL_INTERVAL, self.limits.client_timeout / 4))
+        self._poll_interval = min(MAX_POLL_INTERVAL, self.limits.client_timeout / 4)
+        self._sock.settimeout(self._poll_interval)
         self.address = self._sock.getsockname()[:2]
         self._last_seen = {}  # member address -> time.monotonic() of its last datagram
+        self._next_sweep = 0.0  # time.monotonic() of the next look for silent members
 
     def _receive_loop(self):
         while not self._stopping.is_set():
@@ -55,7 +58,8 @@ class ChatServer(BaseChatServer):
                 self.log.debug("recvfrom: %s", error)
             else:
                 self._apply(address, data)
-            self._remove_silent_members()
+            if time.monotonic() >= self._next_sweep:
+                self._remove_silent_members()
 
     def _shut_down(self):
         """Tell every member the server is stopping, close the socket."""
@@ -80,10 +84,10 @@ class ChatServer(BaseChatServer):
                 self._leave(address, name, "выход командой /quit")
 
     def _send_to(self, address, data):
-        if address not in self._room and len(data) > config.MAX_ERROR_DATAGRAM_BYTES:
+        if address not in self._room and len(data) > config.MAX_FIRST_REPLY_BYTES:
             # Never more to a stranger than he sent us room for: a forged
             # sender address must not turn the server into an amplifier.
-            cut = data[:config.MAX_ERROR_DATAGRAM_BYTES - 1]
+            cut = data[:config.MAX_FIRST_REPLY_BYTES - 1]
             data = cut.decode(config.ENCODING, errors="ignore").encode(config.ENCODING) + b"\n"
         try:
             self._sock.sendto(data, address)
@@ -91,12 +95,34 @@ class ChatServer(BaseChatServer):
             self.log.warning("Не удалось отправить %s:%s: %s", address[0], address[1], error)
 
     def _remove_silent_members(self):
+        """Remove every member silent for longer than ``client_timeout``, with
+        one notice for all of them: N removals cost N sends, not N²."""
+        self._next_sweep = time.monotonic() + self._poll_interval
         deadline = time.monotonic() - self.limits.client_timeout
+        if all(seen >= deadline for seen in self._last_seen.values()):
+            return
+        # Datagrams already waiting may be the heartbeats of members who only
+        # look silent because we were busy: read them before judging anyone.
+        self._read_waiting()
         with self._lock:
-            for address, seen in list(self._last_seen.items()):
-                if seen < deadline:
-                    self._leave(address, self._room.name_of(address), "нет сигналов присутствия")
-                    self._deliver(self._room.leave(address, protocol.SILENT_REASON))
+            silent = [address for address, seen in self._last_seen.items() if seen < deadline]
+            for address in silent:
+                self._leave(address, self._room.name_of(address), "нет сигналов присутствия")
+            self._deliver(self._room.leave_all(silent, protocol.SILENT_REASON))
+
+    def _read_waiting(self):
+        self._sock.settimeout(0)  # non-blocking: only what has already arrived
+        try:
+            for _ in range(MAX_READ_WAITING):
+                try:
+                    data, address = self._sock.recvfrom(RECV_BYTES)
+                except BlockingIOError:
+                    return
+                except OSError:
+                    continue  # Windows: an earlier "port unreachable", as above
+                self._apply(address, data)
+        finally:
+            self._sock.settimeout(self._poll_interval)
 
     def _leave(self, address, name, cause):
         """Forget member ``address`` (the caller holds the lock)."""
