@@ -1,9 +1,6 @@
-"""The command line of all programs, declared once (as fopnp's zen_utils does).
-
-:func:`build_parser` makes the parser of any of the programs from one table
-of options, :data:`OPTIONS`; the argparse types give Russian errors; and
-:func:`run_server` is how both servers log, start and stop on Ctrl+C.
-"""
+"""The command line of all programs, declared once (as fopnp's zen_utils does):
+:func:`build_parser` makes any program's parser from the table :data:`OPTIONS`,
+and :func:`run_server` is how both servers log, start and stop on Ctrl+C."""
 
 import argparse
 import logging
@@ -35,18 +32,20 @@ def positive_int(text):
 
 
 def positive_seconds(text):
-    """argparse type: seconds above zero (float); Russian error otherwise.
-    Zero is refused: ``settimeout(0)`` would make a socket non-blocking."""
+    """argparse type: seconds above zero (float; 0 would make a socket non-blocking)."""
     return _number(text, float, lambda seconds: 0 < seconds < float("inf"),
                    "нужно число секунд больше нуля")
 
 
+def loss_rate(text):
+    """argparse type: a probability of loss, 0 <= P < 1 (float)."""
+    return _number(text, float, lambda rate: 0 <= rate < 1, "нужна доля от 0 до 1 (не включая 1)")
+
+
 SERVER, CLIENT = "server", "client"
 OPTIONS = [  # (flag, programs, type, default, metavar, help); {port}: the program's port
-    ("--host", "tcp udp server", str, config.HOST, "АДРЕС",
-     f"адрес, на котором слушать (по умолчанию {config.HOST}; 0.0.0.0 — все интерфейсы)"),
-    ("--host", "tcp udp client", str, config.HOST, "АДРЕС",
-     f"адрес сервера (по умолчанию {config.HOST})"),
+    ("--host", "tcp udp server client", str, config.HOST, "АДРЕС",
+     f"адрес сервера (по умолчанию {config.HOST}; серверу 0.0.0.0 — все интерфейсы)"),
     ("--port", "tcp udp server client", port_number, None, "ПОРТ",
      "порт сервера (по умолчанию {port}; у сервера 0 — любой свободный)"),
     ("--name", "tcp udp client", str, None, "ИМЯ", "имя в чате; без него клиент спросит имя"),
@@ -69,6 +68,10 @@ OPTIONS = [  # (flag, programs, type, default, metavar, help); {port}: the progr
      "через сколько секунд тишины участник считается ушедшим (по умолчанию {default:g})"),
     ("--max-members", "udp server", positive_int, config.MAX_MEMBERS, "N",
      "наибольшее число участников (по умолчанию {default})"),
+    ("--loss", "udp server client", loss_rate, 0.0, "P",
+     "для опытов: терять такую долю принятых датаграмм, как плохая сеть (по умолчанию 0)"),
+    ("--seed", "udp server client", positive_int, None, "N",
+     "зерно случайных потерь: с ним потери повторяются от запуска к запуску"),
     ("--max-message-bytes", "tcp udp server", positive_int, config.MAX_MESSAGE_BYTES, "БАЙТЫ",
      "наибольшая длина сообщения в байтах без конца строки (по умолчанию {default})"),
 ]
@@ -80,8 +83,7 @@ class _RussianHelpFormatter(argparse.HelpFormatter):
 
 
 def make_parser(prog, description):
-    """Return ``(parser, options)``: an ``argparse.ArgumentParser`` with help
-    in Russian (argparse's own "usage:" is English) and its option group."""
+    """``(parser, options group)`` with help in Russian (argparse's is English)."""
     parser = argparse.ArgumentParser(prog=prog, description=description, add_help=False,
                                      formatter_class=_RussianHelpFormatter)
     options = parser.add_argument_group("параметры")
@@ -90,9 +92,8 @@ def make_parser(prog, description):
 
 
 def build_parser(transport, program, prog=None):
-    """The parser of one program, with the options of :data:`OPTIONS` that
-    it has.  ``transport``: "tcp" or "udp"; ``program``: :data:`SERVER` or
-    :data:`CLIENT`; ``prog``: the command shown in the help."""
+    """The parser of one program (``transport``: "tcp" or "udp"; ``program``:
+    :data:`SERVER` or :data:`CLIENT`; ``prog``: the command shown in the help)."""
     port = config.TCP_PORT if transport == "tcp" else config.UDP_PORT
     if program == SERVER:
         about = f"сервер {transport.upper()}. Остановка — Ctrl+C."
@@ -121,11 +122,10 @@ SIGNAL_POLL_INTERVAL = 0.1  # seconds between the main thread's looks for a sign
 
 
 def run_server(server_class, args):
-    """Make ``server_class(host, port, **limits)`` from parsed ``args`` and
-    serve until Ctrl+C (SIGINT) or SIGTERM; return the exit code: 0, or 1 if
-    the address cannot be bound.  Must run in the main thread.  The signal
-    handler only records the signal and the main thread polls for it: one
-    that raised KeyboardInterrupt could strike inside an Event's lock."""
+    """Serve ``server_class(host, port, **limits)`` made from ``args`` until
+    SIGINT or SIGTERM; return the exit code (1 if the address cannot be
+    bound).  Main thread only.  The signal handler only records the signal:
+    raising KeyboardInterrupt could strike inside an Event's lock."""
     setup_logging(args.verbose)
     try:
         # Every other option is a keyword argument of the same name (see config).
@@ -135,9 +135,7 @@ def run_server(server_class, args):
     except OSError as error:
         print(f"Не удалось открыть порт {args.host}:{args.port}: {error}", file=sys.stderr)
         return 1
-    received = []
-    # SIGTERM (kill, service managers) stops the server as Ctrl+C does, and
-    # SIGINT must work even where a shell started us with it ignored.
+    received = []  # SIGTERM (kill) stops as Ctrl+C does; SIGINT works even if the shell ignored it
     signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
     signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
     try:

@@ -118,3 +118,5 @@ class UdpLimits:
     client_timeout: float = CLIENT_TIMEOUT
     max_members: int = MAX_MEMBERS
     max_message_bytes: int = MAX_MESSAGE_BYTES
+    loss: float = 0.0  # share of received datagrams dropped on purpose (chat_common.loss)
+    seed: int = None  # makes those drops repeatable

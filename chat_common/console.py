@@ -12,7 +12,8 @@ import signal
 import sys
 import threading
 
-from chat_common.protocol import ProtocolError, error_line
+from chat_common import pinger
+from chat_common.protocol import PING_COMMAND, ProtocolError, error_line, split_command
 
 LOST_NOTICE = "*** Соединение с сервером потеряно"
 
@@ -111,7 +112,10 @@ class Console:
             if text.strip().lower() == "/quit":
                 return  # client.close() says /quit and waits for the answer
             try:
-                client.send(text)
+                if split_command(text.strip())[0] == PING_COMMAND:  # measure, do not chat
+                    pinger.ping(client, pinger.parse_count(text), self.show)
+                else:
+                    client.send(text)
             except ProtocolError as error:  # refused before sending: say why, go on
                 self.show(error_line(str(error)))
 

@@ -60,7 +60,8 @@ SLOW_READER_REASON = "не успевает получать сообщения"
 SILENT_REASON = "нет связи (не приходят сигналы присутствия)"
 JOIN_FIRST = error_line("Сначала войдите в чат: /join ИМЯ")  # UDP: to a newcomer's non-/join
 JOIN_COMMAND = "/join"
-PING_COMMAND = "/ping"  # the UDP client's heartbeat; a no-op command in both variants
+PING_COMMAND = "/ping"  # answered with PONG + what followed: the UDP heartbeat, the pinger
+PONG = NOTICE_PREFIX + "pong"
 QUIT_COMMAND = "/quit"
 
 
@@ -110,13 +111,10 @@ class ChatRoom:
     A member is known by a *key* chosen by the transport: the connection for
     TCP, the ``(host, port)`` address for UDP.  Not thread-safe: a threaded
     server calls it under one lock, which also gives all one order of lines.
-    ``join_command``: False (TCP): the server prompted on connecting, and the
-    first line is the name; True (UDP): no connection to prompt on, so the
-    first datagram must be ``/join NAME``, and the welcome, the answer to an
-    address's first datagram, is kept within ``config.MAX_FIRST_REPLY_BYTES``
-    (a forged sender address must not make the server an amplifier).
-    ``max_members``: a join beyond it is refused (None: no limit).
-    ``max_message_bytes``: see :func:`decode_message`.
+    ``join_command``: False (TCP): the first line after the prompt is the
+    name; True (UDP): the first datagram must be ``/join NAME``, and the
+    welcome stays within ``config.MAX_FIRST_REPLY_BYTES`` (no amplifier for
+    forged addresses).  ``max_members``: None, or most members (int).
     """
 
     def __init__(self, *, join_command=False, max_members=None,
@@ -211,16 +209,17 @@ class ChatRoom:
         self._names[key] = name
         self._keys[name_key(name)] = key
         self._attempts.pop(key, None)
-        welcome = self._who_is_online(f"{WELCOME_PREFIX}, {name}! ", ". Список команд: /help",
-                                      config.MAX_FIRST_REPLY_BYTES if self.join_command
-                                      else config.MAX_REPLY_BYTES)
-        return [Delivery(welcome, to=(key,)),
-                Delivery(notice_line(f"{name} входит в чат"), exclude=key)]
+        return [self._welcome(key), Delivery(notice_line(f"{name} входит в чат"), exclude=key)]
+
+    def _welcome(self, key):
+        limit = config.MAX_FIRST_REPLY_BYTES if self.join_command else config.MAX_REPLY_BYTES
+        welcome = self._who_is_online(f"{WELCOME_PREFIX}, {self._names[key]}! ",
+                                      ". Список команд: /help", limit)
+        return Delivery(welcome, to=(key,))
 
     def leave(self, key, reason=None):
-        """Remove a member; return the leave notice for the others.  ``reason``:
-        None, or Russian text saying why the server dropped him.  A key that is
-        not a member gets ``[]``, so each leave is announced exactly once."""
+        """Remove a member; return the leave notice for the others (``[]`` for a
+        non-member: each leave is told once).  ``reason``: None or Russian text."""
         return self.leave_all([key], reason)
 
     def leave_all(self, keys, reason=None):
@@ -264,8 +263,10 @@ class ChatRoom:
             return self._reply(key, self._who_is_online(NOTICE_PREFIX))
         if word == "/msg":
             return self._private(key, rest)
-        if word == PING_COMMAND:
-            return Outcome()  # a heartbeat only shows the member is alive
+        if word == PING_COMMAND:  # echoed, so a pinger can match answer to question
+            return self._reply(key, f"{PONG} {rest}".rstrip())
+        if word == JOIN_COMMAND and name_key(rest.strip()) == name_key(name):
+            return Outcome([self._welcome(key)])  # a retransmitted /join: welcome again, only
         if word == JOIN_COMMAND:
             return self._reply(key, error_line(f"Вы уже в чате под именем {name}"))
         if word == QUIT_COMMAND:

@@ -13,7 +13,7 @@ import socket
 import sys
 import threading
 
-from chat_common import cli, config, protocol
+from chat_common import cli, config, pinger, protocol
 from chat_common.console import Console
 from chat_common.framing import LINE_TOO_LONG, LineFramer
 
@@ -51,6 +51,7 @@ class ChatClient:
     def __init__(self, host, port, name=None, on_line=None, *, on_close=None,
                  timeout=config.CLOSE_WAIT_TIMEOUT):
         self.lines = queue.Queue()
+        self.pongs = queue.Queue()  # answers to the pinger's pings (chat_common.pinger)
         self.closed = threading.Event()
         self.handshake = []
         self._on_line = on_line or self.lines.put
@@ -102,17 +103,21 @@ class ChatClient:
         return lines
 
     # Receiver thread ---------------------------------------------------------
+    def _deliver(self, line):
+        if not pinger.set_aside(line, self.pongs):
+            self._on_line(line)
+
     def _receive_loop(self):
         try:
             for line in self._pending:
-                self._on_line(line)
+                self._deliver(line)
             self._pending = []
             while True:
                 data = self.sock.recv(RECV_BYTES)
                 if not data:
                     break
                 for line in self._decode(data):
-                    self._on_line(line)
+                    self._deliver(line)
         except OSError:
             pass  # reset or closed under us: the connection is over either way
         finally:

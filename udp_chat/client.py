@@ -1,55 +1,49 @@
-"""UDP chat client: a receiver thread prints, a heartbeat thread pings, the
-main thread sends what the user types.
-
-Run: ``python -m udp_chat.client --name Вася``.  Also usable as a library,
-with the same interface as ``tcp_chat.client.ChatClient``::
-
-    with ChatClient("127.0.0.1", 5051, "Вася") as client:
-        client.send("привет")
-        print(client.lines.get(timeout=1))
+"""UDP chat client (``python -m udp_chat.client --name Вася``): a receiver
+thread prints, a heartbeat thread pings, the main thread sends what the user
+types.  Also a library with the interface of ``tcp_chat.client.ChatClient``.
 """
 
+import contextlib
+import logging
 import queue
 import socket
 import sys
 import threading
+import time
 
-from chat_common import cli, config, protocol
+from chat_common import cli, config, pinger, protocol
 from chat_common.console import Console
+from chat_common.loss import InjectedLoss
+
+log = logging.getLogger("udp_chat.client")
 
 RECV_BYTES = 65535  # any UDP datagram fits
-# Largest UDP payload over IPv4 (65535 - 8 bytes of UDP - 20 of IP): a longer
-# message cannot be one datagram at all, so the client refuses it itself.
-MAX_DATAGRAM_BYTES = 65507
-# Lines after which the server no longer counts us as a member: it is
-# stopping, or it removed us after a silence (the machine slept, say).
+JOIN_RETRY_START = 0.5  # seconds to wait for the first answer to /join
+MAX_DATAGRAM_BYTES = 65507  # the largest UDP payload over IPv4: 65535 - 8 (UDP) - 20 (IP)
+# After these lines the server no longer counts us: it stops, or removed us after a silence.
 _FORGOTTEN = (protocol.SHUTDOWN_NOTICE, protocol.JOIN_FIRST)
 
 
 class ChatClient:
-    """A member of the UDP chat.
-
-    ``host`` (str), ``port`` (int): the server; ``name`` (str): sent as
-    ``/join NAME``; the constructor returns once the server welcomed us, and
-    :attr:`welcome` holds that line.  ``on_line(line)`` gets each later line
-    (``str``) in the receiver thread; without it lines go to the
-    ``queue.Queue`` at :attr:`lines`.  ``on_close()``, if given, is called in
-    the receiver thread when the chat ends (goodbye, server stopping or
-    unreachable); :attr:`closed` (``threading.Event``) is set then.
-    ``heartbeat``: seconds between ``/ping`` datagrams; ``timeout``: seconds
-    to wait for the answer to ``/join``.
-
-    The socket is *connected* to the server: it only accepts the server's
-    datagrams, and an ICMP "port unreachable" comes back as an error.  Raises
-    ``ConnectionRefusedError`` (Windows: ``ConnectionResetError``) if nothing
-    listens on the port, ``TimeoutError`` if no answer to ``/join`` comes in
-    ``timeout`` seconds, :class:`~chat_common.protocol.NameRefused` if the
-    server refuses the name.
+    """A member of the UDP chat: ``host`` (str), ``port`` (int) of the server,
+    ``name`` (str), sent as ``/join NAME``; the constructor returns once
+    welcomed, with the line in :attr:`welcome`.  As ``tcp_chat``'s client:
+    ``on_line(line)`` (or the queue :attr:`lines`), ``on_close()``,
+    :attr:`closed`.  ``heartbeat``: seconds between ``/ping`` datagrams;
+    ``timeout``: seconds to try ``/join``; ``loss``, ``seed``: see
+    :class:`~chat_common.loss.InjectedLoss`.  The socket is *connected*: it
+    takes only the server's datagrams, and an ICMP "port unreachable" comes
+    back as ``ConnectionRefusedError`` (Windows: ``ConnectionResetError``).
+    Raises that, ``TimeoutError`` if ``/join`` is never answered, or
+    :class:`~chat_common.protocol.NameRefused`.
     """
 
     def __init__(self, host, port, name, on_line=None, *, on_close=None,
-                 heartbeat=config.HEARTBEAT_INTERVAL, timeout=config.JOIN_TIMEOUT):
+                 heartbeat=config.HEARTBEAT_INTERVAL, timeout=config.JOIN_TIMEOUT,
+                 loss=0.0, seed=None):
         self.lines = queue.Queue()
+        self.pongs = queue.Queue()  # answers to the pinger's pings (chat_common.pinger)
+        self.loss = InjectedLoss(loss, seed)
         self.closed = threading.Event()
         self.heartbeat = heartbeat
         self._on_line = on_line or self.lines.put
@@ -69,17 +63,31 @@ class ChatClient:
         self._heartbeat.start()
 
     def _join(self, name, timeout):
-        self.sock.settimeout(timeout)
-        self._send_datagram(f"{protocol.JOIN_COMMAND} {name}")
-        answer = self._receive_line()
+        # A lost /join or a lost answer looks the same: silence.  So ask again,
+        # waiting twice as long each time (0.5, 1, 2 s …), until ``timeout``.
+        deadline, wait = time.monotonic() + timeout, JOIN_RETRY_START
+        while (left := deadline - time.monotonic()) > 0:
+            self._send_datagram(f"{protocol.JOIN_COMMAND} {name}")
+            self.sock.settimeout(min(wait, left))
+            try:
+                answer = self._receive_line()
+                break
+            except TimeoutError:
+                log.info("Нет ответа на /join за %s с — повторяю", f"{min(wait, left):g}")
+                wait *= 2
+        else:
+            raise TimeoutError("сервер не отвечает")
         self.sock.settimeout(None)
         if answer.startswith(protocol.ERROR_PREFIX):
             raise protocol.NameRefused(answer[len(protocol.ERROR_PREFIX):])
         return answer
 
     def _receive_line(self):
-        data = self.sock.recv(RECV_BYTES)
-        return data.decode(config.ENCODING, errors="replace").rstrip("\r\n")
+        while True:
+            data = self.sock.recv(RECV_BYTES)
+            if not self.loss.drops():
+                return data.decode(config.ENCODING, errors="replace").rstrip("\r\n")
+            log.debug("Датаграмма потеряна (--loss): %r", data)
 
     # Threads -------------------------------------------------------------
     def _receive_loop(self):
@@ -88,7 +96,8 @@ class ChatClient:
                 line = self._receive_line()
                 if not line and self._stop_heartbeat.is_set():
                     break  # close() shut the socket down
-                self._on_line(line)
+                if not pinger.set_aside(line, self.pongs):
+                    self._on_line(line)
                 if line.startswith(protocol.GOODBYE_PREFIX) or line in _FORGOTTEN:
                     break  # the server has forgotten us: nothing more will come
         except OSError:
@@ -100,8 +109,7 @@ class ChatClient:
             self.closed.set()
 
     def _heartbeat_loop(self):
-        # UDP has no connection to notice our death: silence is the only
-        # sign, so we break the silence on a timer.
+        # No connection tells the server we are gone: only silence does, so we break it.
         while not self._stop_heartbeat.wait(self.heartbeat):
             try:
                 self._send_datagram(protocol.PING_COMMAND)
@@ -113,14 +121,10 @@ class ChatClient:
         self.sock.send(text.encode(config.ENCODING))
 
     def send(self, text):
-        """Send one message or command (``str``) as one datagram.
-
-        Raises ``ValueError`` if ``text`` holds a newline (one datagram is
-        one message), :class:`~chat_common.protocol.MessageRefused` if it is
-        longer than :data:`MAX_DATAGRAM_BYTES` bytes in UTF-8 (the server
-        refuses anything over its own, smaller limit with an error line), and
-        ``OSError`` if the server is unreachable.
-        """
+        """Send one message or command (``str``) as one datagram.  Raises
+        ``ValueError`` for a newline (one datagram is one message),
+        :class:`~chat_common.protocol.MessageRefused` beyond
+        :data:`MAX_DATAGRAM_BYTES` bytes, ``OSError`` if the server is gone."""
         if "\n" in text:
             raise ValueError("one message per send(): text must not contain a newline")
         data = text.encode(config.ENCODING)
@@ -133,16 +137,12 @@ class ChatClient:
         """Say ``/quit``, wait up to ``timeout`` seconds for the goodbye, then
         close the socket and stop both threads.  Safe to call more than once."""
         if not self.closed.is_set():
-            try:
+            with contextlib.suppress(OSError):  # the server may be gone already
                 self._send_datagram("/quit")
-            except OSError:
-                pass
             self.closed.wait(timeout)
         self._stop_heartbeat.set()
-        try:
+        with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)  # wakes a receiver still in recv()
-        except OSError:
-            pass
         self.sock.close()
         for thread in (self._receiver, self._heartbeat):
             if thread is not threading.current_thread():
@@ -166,7 +166,8 @@ def join(args, console):
                 return None
         try:
             return ChatClient(args.host, args.port, name, on_line=console.show,
-                              on_close=console.connection_closed, heartbeat=args.heartbeat)
+                              on_close=console.connection_closed, heartbeat=args.heartbeat,
+                              loss=args.loss, seed=args.seed)
         except protocol.NameRefused as error:
             print(protocol.error_line(str(error)), file=sys.stderr)
             name = None

@@ -15,6 +15,7 @@ import time
 
 from chat_common import cli, config, protocol
 from chat_common.base_server import BaseChatServer
+from chat_common.loss import InjectedLoss
 
 # Room for any UDP datagram, so an oversized one arrives whole and is refused
 # with an error, never silently truncated (Linux truncates to the buffer,
@@ -45,6 +46,14 @@ class ChatServer(BaseChatServer):
         self.address = self._sock.getsockname()[:2]
         self._last_seen = {}  # member address -> time.monotonic() of its last datagram
         self._next_sweep = 0.0  # time.monotonic() of the next look for silent members
+        self._loss = InjectedLoss(self.limits.loss, self.limits.seed)
+
+    def start(self):
+        """Start the server thread; say so in the log if loss is injected."""
+        super().start()
+        if self._loss.rate:
+            self.log.warning("Для опыта теряется %s %% принятых датаграмм (--loss %s)",
+                             f"{self._loss.rate * 100:g}".replace(".", ","), self._loss.rate)
 
     def _receive_loop(self):
         while not self._stopping.is_set():
@@ -57,7 +66,7 @@ class ChatServer(BaseChatServer):
                 # (ConnectionResetError); no error of one peer stops the server.
                 self.log.debug("recvfrom: %s", error)
             else:
-                self._apply(address, data)
+                self._receive(address, data)
             if time.monotonic() >= self._next_sweep:
                 self._remove_silent_members()
 
@@ -66,6 +75,12 @@ class ChatServer(BaseChatServer):
         with self._lock:
             self._deliver([protocol.Delivery(protocol.SHUTDOWN_NOTICE)])
         self._sock.close()
+
+    def _receive(self, address, data):
+        if self._loss.drops():  # before anything else, as if the network had lost it
+            self.log.debug("Датаграмма от %s:%s потеряна (--loss)", *address[:2])
+        else:
+            self._apply(address, data)
 
     def _apply(self, address, data):
         """Apply one datagram under the lock."""
@@ -120,7 +135,7 @@ class ChatServer(BaseChatServer):
                     return
                 except OSError:
                     continue  # Windows: an earlier "port unreachable", as above
-                self._apply(address, data)
+                self._receive(address, data)
         finally:
             self._sock.settimeout(self._poll_interval)
 
