@@ -17,18 +17,19 @@ class BaseChatServer:
     """Life cycle of a chat server; see the module docstring.
 
     ``room``: the server's :class:`~chat_common.protocol.ChatRoom`;
-    ``loop``: the method the server thread runs until :attr:`_stopping` is set.
+    ``loop``: the method the server thread runs until :attr:`_stopping` is set;
+    ``name``: that thread's name (``threading.enumerate()`` shows it).
     Use a server as a context manager, or call :meth:`start` and :meth:`stop`.
     """
 
     transport = "?"  # "TCP" or "UDP", for the log
 
-    def __init__(self, room, loop):
+    def __init__(self, room, loop, name):
         self.log = logging.getLogger(type(self).__module__)  # e.g. "tcp_chat.server"
         self._room = room
         self._lock = threading.Lock()  # guards the room: one order of lines for all
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread = threading.Thread(target=loop, name=name, daemon=True)
 
     def start(self):
         """Start the server thread; returns at once."""

@@ -78,14 +78,14 @@ class Connection:
         self.label = f"{address[0]}:{address[1]}"
         self.name = None  # set on joining, for the log
         self.drop_reason = None  # set by whoever aborts the connection
+        # Made in the accept thread, the two threads inherit its daemon=True.
         self.framer = LineFramer(server.limits.max_message_bytes)
         self.outbox = Outbox(server.limits.send_queue_limit, server.limits.send_queue_bytes)
-        self.receiver = threading.Thread(target=self._receive_loop, daemon=True)
-        self.sender = threading.Thread(target=self._send_loop, daemon=True)
+        self.receiver = threading.Thread(target=self._receive_loop, name=f"recv {self.label}")
+        self.sender = threading.Thread(target=self._send_loop, name=f"send {self.label}")
 
     def abort(self, reason=None):
-        """Break the connection from any thread; its receiver cleans up.
-        ``shutdown()`` wakes both: ``recv()`` gets EOF, ``sendall()`` fails."""
+        """Break the connection from any thread (``shutdown()`` wakes both threads)."""
         self.drop_reason = self.drop_reason or reason  # the first reason counts
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
@@ -136,7 +136,7 @@ class ChatServer(BaseChatServer):
     def __init__(self, host=config.HOST, port=config.TCP_PORT, **limits):
         self.limits = config.TcpLimits(**limits)
         super().__init__(protocol.ChatRoom(max_message_bytes=self.limits.max_message_bytes),
-                         self._accept_loop)
+                         self._accept_loop, "accept")
         # create_server sets SO_REUSEADDR (not on Windows), so a restart can bind at once.
         self._listener = socket.create_server(
             (host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET,

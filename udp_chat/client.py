@@ -57,8 +57,8 @@ class ChatClient:
         except BaseException:
             self.sock.close()
             raise
-        self._receiver = threading.Thread(target=self._receive_loop, daemon=True)
-        self._heartbeat = threading.Thread(target=self._heartbeat_loop, daemon=True)
+        self._receiver = threading.Thread(target=self._receive_loop, name="receiver", daemon=True)
+        self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         self._receiver.start()
         self._heartbeat.start()
 

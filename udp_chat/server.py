@@ -36,7 +36,7 @@ class ChatServer(BaseChatServer):
         self.limits = config.UdpLimits(**limits)
         super().__init__(protocol.ChatRoom(join_command=True, max_members=self.limits.max_members,
                                            max_message_bytes=self.limits.max_message_bytes),
-                         self._receive_loop)
+                         self._receive_loop, "udp server")
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._sock = socket.socket(family, socket.SOCK_DGRAM)
         self._sock.bind((host, port))
