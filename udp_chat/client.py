@@ -32,11 +32,9 @@ class ChatClient:
     :attr:`closed`.  ``heartbeat``: seconds between ``/ping`` datagrams;
     ``timeout``: seconds to try ``/join``; ``loss``, ``seed``: see
     :class:`~chat_common.loss.InjectedLoss`.  The socket is *connected*: it
-    takes only the server's datagrams, and an ICMP "port unreachable" comes
-    back as ``ConnectionRefusedError`` (Windows: ``ConnectionResetError``).
-    Raises that, ``TimeoutError`` if ``/join`` is never answered, or
-    :class:`~chat_common.protocol.NameRefused`.
-    """
+    takes only the server's datagrams, and ICMP "port unreachable" comes back
+    as ``ConnectionRefusedError`` (Windows: ``ConnectionResetError``), raised
+    as ``TimeoutError`` (no answer) and ``NameRefused`` are."""
 
     def __init__(self, host, port, name, on_line=None, *, on_close=None,
                  heartbeat=config.HEARTBEAT_INTERVAL, timeout=config.JOIN_TIMEOUT,
@@ -58,12 +56,13 @@ class ChatClient:
             self.sock.close()
             raise
         self._receiver = threading.Thread(target=self._receive_loop, name="receiver", daemon=True)
-        self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat",
+                                           daemon=True)
         self._receiver.start()
         self._heartbeat.start()
 
     def _join(self, name, timeout):
-        # A lost /join or a lost answer looks the same: silence.  So ask again,
+        # A lost /join and a lost answer look the same: silence.  So ask again,
         # waiting twice as long each time (0.5, 1, 2 s …), until ``timeout``.
         deadline, wait = time.monotonic() + timeout, JOIN_RETRY_START
         while (left := deadline - time.monotonic()) > 0:
@@ -73,7 +72,8 @@ class ChatClient:
                 answer = self._receive_line()
                 break
             except TimeoutError:
-                log.info("Нет ответа на /join за %s с — повторяю", f"{min(wait, left):g}")
+                waited = f"{min(wait, left):g}".replace(".", ",")
+                log.info("Нет ответа на /join за %s с — повторяю", waited)
                 wait *= 2
         else:
             raise TimeoutError("сервер не отвечает")
