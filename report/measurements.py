@@ -300,7 +300,7 @@ def section(figures, report):
     # 8.3 Figures, in the notebook's order, then any others.
     shown = []
     stems = [stem for stem in captions if (figures / f"{stem}.png").exists()]
-    stems += [png.stem for png in pngs if png.stem not in captions]
+    stems += [png.stem for png in pngs if png.stem not in captions and png.stem != PING_FIGURE]
     for stem in stems:
         png = figures / f"{stem}.png"
         caption = captions.get(stem) or stem.replace("_", " ")
@@ -314,7 +314,43 @@ def section(figures, report):
         parts.append("### 8.4. Обсуждение\n\n"
                      "Текст ниже составлен блокнотом из чисел того же запуска.\n\n"
                      + analysis)
+    ping = _ping_part(figures, report)
+    if ping:
+        parts.append(ping)
     return "\n\n".join(parts)
+
+
+PING_DATA, PING_FIGURE = "udp_ping.json", "udp_ping_loss"
+
+
+def _ping_part(figures, report):
+    """8.5: the pinger at injected loss, from notebook 02 (``udp_ping.json``)."""
+    try:
+        data = json.loads((figures / PING_DATA).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    rows = [[r["variant"], f"{r['injected_pct']} %", f"{r['received']} из {r['sent']}",
+             f"{r['lost_pct']:.0f} %".replace(".", ","),
+             "/".join(_num(value, 2) for value in r["rtt_ms"]) or "—"]
+            for r in data.get("results") or []]
+    text = ("### 8.5. Потери UDP, которые видно: пингер\n\n"
+            "Блокнот `notebooks/02_udp_chat.ipynb` запускает сервер UDP с искусственными "
+            "потерями (`--loss`, повторяемыми благодаря `--seed`) и меряет их пингером "
+            f"клиента (`/ping`): {data.get('pings')} пронумерованных запросов, на каждый "
+            "сервер отвечает `*** pong` с тем же номером; запрос без ответа за 0,3 с "
+            "считается потерянным. Рядом — тот же пингер по TCP (таблица "
+            "{{tab:meas-ping}}, рисунок {{fig:meas-ping}}).\n\n"
+            "Таблица {{tab:meas-ping}} — Пингер при потерях, заданных серверу\n\n"
+            + _table(["вариант", "потери сервера", "ответов", "потеряно", "RTT мин/сред/макс, мс"],
+                     rows, "lrrrr"))
+    png = figures / f"{PING_FIGURE}.png"
+    if png.exists():
+        caption = "Пингер: измеренные потери против заданных"
+        text += (f"\n\n![{caption}]({png.relative_to(report).as_posix()})\n\n"
+                 f"Рисунок {{{{fig:meas-ping}}}} — {caption}")
+    return text + ("\n\nИзмеренная доля потерь близка к заданной, но не равна ей: 40 "
+                   "запросов — малая выборка. По TCP потерь нет: потерянный в сети сегмент "
+                   "ядро пересылает само, и потеря видна только как задержка.")
 
 
 def conclusions(figures):
