@@ -5,6 +5,8 @@ input line can be checked in a pipe; ``input()`` is replaced by a function
 that plays the user.
 """
 
+import queue
+import re
 import signal
 import sys
 import threading
@@ -102,3 +104,41 @@ def test_show_during_run_redraws_the_prompt_only_while_input_is_read(
         "\n"  # run() leaves the input line behind
         "*** До свидания\n"
     )
+
+
+class PingAnsweringClient(FakeClient):
+    """A FakeClient with the ``pongs`` queue of the real clients: it answers
+    every ping at once, as a server would (``*** pong SEQ RUN``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.pongs = queue.Queue()
+
+    def send(self, text):
+        super().send(text)
+        if text.startswith("/ping "):
+            self.pongs.put("*** pong " + text[len("/ping "):])
+
+
+def test_typed_ping_runs_the_pinger_instead_of_chatting(capsys, monkeypatch, restore_sigint):
+    monkeypatch.setattr(console_module, "_load_readline", lambda: None)
+    typed = iter(["/ping x", "/PING 1", "привет"])
+
+    def user(prompt):
+        try:
+            return next(typed)
+        except StopIteration:
+            raise EOFError from None
+
+    monkeypatch.setattr("builtins.input", user)
+    plain = Console()
+    client = PingAnsweringClient()
+    assert plain.run(client) == 0
+    # "/ping x" is refused before sending; "/PING 1" sends one numbered ping, no chat line.
+    assert len(client.sent) == 2 and client.sent[1] == "привет", client.sent
+    assert re.fullmatch(r"/ping 1 \d+", client.sent[0]), client.sent
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "!!! Формат: /ping [N], N — от 1 до 100"
+    assert re.fullmatch(r"пинг 1: \d+,\d\d мс", out[1]), out
+    assert out[2].startswith("--- отправлено 1, получено 1, потеряно 0 %; RTT мин/сред/макс = ")
+    assert len(out) == 3, out

@@ -579,9 +579,10 @@ def is_notice(line, *words):
     return line.startswith(protocol.NOTICE_PREFIX) and all(word in line for word in words)
 
 
-# A newcomer's whole TCP session: name, a message, every command, a no-op
-# heartbeat, a line of blanks, a repeated join, and goodbye.  Then a line
-# after /quit, which the server never reads.
+# A newcomer's whole TCP session: name, a message, every command, a ping
+# (answered with a pong), a line of blanks, a repeated join with her own name
+# (welcomed again), a join with another name (an error), and goodbye.  Then a
+# line after /quit, which the server never reads.
 SESSION = (
     "Анна\r\n"
     "Привет, Борис!\n"
@@ -590,6 +591,7 @@ SESSION = (
     "/ping\n"
     " \t \n"
     "/join Анна\n"
+    "/join Вера\n"
     "\n"
     "/help\n"
     "/quit\n"
@@ -601,12 +603,14 @@ def check_session(wire):
     """What SESSION must cause, however its bytes were cut: "new" is Анна,
     "m0" is Борис, who was in the chat already."""
     anna, boris = wire.lines("new"), wire.lines("m0")
-    assert len(anna) == 5, anna
+    assert len(anna) == 7, anna
     assert anna[0].startswith(f"{protocol.WELCOME_PREFIX}, Анна!") and "(2): Борис, Анна" in anna[0]
     assert is_notice(anna[1], "(2): Борис, Анна")  # /users
-    assert is_error(anna[2], "Анна", "уже в чате")  # /join of a member
-    assert anna[3] == protocol.HELP_TEXT
-    assert anna[4].startswith(protocol.GOODBYE_PREFIX) and "Анна" in anna[4]
+    assert anna[2] == protocol.PONG  # /ping, to her only
+    assert anna[3] == anna[0]  # /join Анна: a retransmission, the welcome again
+    assert is_error(anna[4], "Анна", "уже в чате")  # /join Вера of a member
+    assert anna[5] == protocol.HELP_TEXT
+    assert anna[6].startswith(protocol.GOODBYE_PREFIX) and "Анна" in anna[6]
     assert len(boris) == 4, boris
     assert is_notice(boris[0], "Анна") and not boris[0].startswith(protocol.WELCOME_PREFIX)
     assert boris[1] == "Анна: Привет, Борис!"
@@ -671,7 +675,8 @@ def test_receive_every_cut_point_of_a_short_session():
     data = "Ёж\nэх, ты\n/ping\n/quit\n".encode()
     whole = tcp_wire("Борис")
     whole.stream("new", data)
-    assert len(whole.lines("new")) == 2 and len(whole.lines("m0")) == 3  # /ping: nothing
+    assert len(whole.lines("new")) == 3 and len(whole.lines("m0")) == 3  # /ping: a pong to Ёж
+    assert whole.lines("new")[1] == protocol.PONG
     assert whole.lines("m0")[1] == "Ёж: эх, ты"
     for cut in range(1, len(data)):
         wire = tcp_wire("Борис")
@@ -853,7 +858,8 @@ def test_receive_outcome_joined_only_for_the_joining_message():
     udp = udp_wire()
     assert udp.datagram("k", b"hello").joined is None
     assert udp.datagram("k", "/join Анна".encode()).joined == "Анна"
-    assert udp.datagram("k", "/join Анна".encode()).joined is None  # refused: already in
+    assert udp.datagram("k", "/join Анна".encode()).joined is None  # a retransmission
+    assert udp.datagram("k", "/join Вера".encode()).joined is None  # refused: already in
 
 
 def test_receive_outcome_joined_is_the_normalized_name():
@@ -900,28 +906,36 @@ def test_text_with_blanks_around_is_still_broadcast_as_typed(room):
     assert lines_for(room, outcome.deliveries, "b") == ["Анна:   привет\t"]
 
 
+PINGS = [("/ping", protocol.PONG), ("/PING", protocol.PONG), ("/Ping", protocol.PONG),
+         ("/ping 123", "*** pong 123"), ("/ping 17 123456", "*** pong 17 123456"),
+         ("/ping   ", protocol.PONG), ("/ping любой текст", "*** pong любой текст")]
+
+
 @pytest.mark.parametrize("mode", ["tcp", "udp"])
-@pytest.mark.parametrize("command", ["/ping", "/PING", "/Ping", "/ping 123"])
-def test_receive_ping_from_member_is_a_no_op(mode, command):
+@pytest.mark.parametrize("command, pong", PINGS, ids=[command for command, _ in PINGS])
+def test_receive_ping_from_member_gets_one_pong_to_the_sender_only(mode, command, pong):
     wire = tcp_wire("Анна", "Борис") if mode == "tcp" else udp_wire("Анна", "Борис")
     if mode == "tcp":
         (outcome,) = wire.stream("m0", protocol.encode_line(command))
     else:
         outcome = wire.datagram("m0", command.encode())
-    assert outcome.deliveries == [] and not outcome.close and outcome.joined is None
+    assert outcome.deliveries == [protocol.Delivery(pong, to=("m0",))]
+    assert not outcome.close and outcome.joined is None
     assert outcome.text == command
-    assert wire.got == {}
+    assert wire.got == {"m0": [pong]}  # never broadcast
     assert wire.room.names() == ["Анна", "Борис"]
 
 
-def test_handle_ping_is_a_no_op(room):
+def test_handle_ping_answers_pong_to_the_sender(room):
     outcome = room.handle("a", protocol.PING_COMMAND)
-    assert outcome.deliveries == [] and not outcome.close
+    assert outcome.deliveries == [protocol.Delivery(protocol.PONG, to=("a",))]
+    assert not outcome.close
+    assert room.handle("a", "/ping 1 2").deliveries == [protocol.Delivery("*** pong 1 2", to=("a",))]
 
 
 @pytest.mark.parametrize("mode", ["tcp", "udp"])
-@pytest.mark.parametrize("command", ["/join Вера", "/join Анна", "/join", "/JOIN анна"])
-def test_receive_join_from_member_is_an_error(mode, command):
+@pytest.mark.parametrize("command", ["/join Вера", "/join", "/join ", "/join Анна Вера"])
+def test_receive_join_with_another_name_from_member_is_an_error(mode, command):
     wire = tcp_wire("Анна", "Борис") if mode == "tcp" else udp_wire("Анна", "Борис")
     if mode == "tcp":
         (outcome,) = wire.stream("m0", protocol.encode_line(command))
@@ -931,6 +945,25 @@ def test_receive_join_from_member_is_an_error(mode, command):
     assert outcome.joined is None and not outcome.close
     assert wire.lines("m1") == []
     assert wire.room.names() == ["Анна", "Борис"]  # no second name, no rename
+
+
+@pytest.mark.parametrize("mode", ["tcp", "udp"])
+@pytest.mark.parametrize("command", ["/join Анна", "/JOIN анна", "/join   АННА  ",
+                                     "/join \uff21\uff4e\uff4e\uff41"])  # fullwidth: NFKC
+def test_receive_join_with_own_name_from_member_is_welcomed_again(mode, command):
+    name = "Анна" if "\uff21" not in command else "Anna"
+    wire = tcp_wire(name, "Борис") if mode == "tcp" else udp_wire(name, "Борис")
+    if mode == "tcp":
+        (outcome,) = wire.stream("m0", protocol.encode_line(command))
+    else:
+        outcome = wire.datagram("m0", command.encode())
+    (welcome,) = wire.lines("m0")
+    assert welcome == f"{protocol.WELCOME_PREFIX}, {name}! Сейчас в чате (2): {name}, Борис. " \
+                      "Список команд: /help"
+    assert outcome.deliveries == [protocol.Delivery(welcome, to=("m0",))]
+    assert outcome.joined is None and not outcome.close  # not a second join
+    assert wire.lines("m1") == []  # nobody else hears anything
+    assert wire.room.names() == [name, "Борис"]
 
 
 # --- Line formats -----------------------------------------------------------------------

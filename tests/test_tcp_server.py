@@ -322,17 +322,19 @@ def test_unknown_command_hints_help(server, make_raw, command):
 
 
 
-@pytest.mark.parametrize("ping", ["/ping", "/PING\r"])
-def test_ping_gets_no_answer_and_is_not_broadcast(server, make_raw, ping):
-    # The UDP client's heartbeat is a harmless no-op over TCP too.
+@pytest.mark.parametrize("ping, pong", [("/ping", protocol.PONG), ("/PING\r", protocol.PONG),
+                                        ("/ping 17 123456", "*** pong 17 123456")])
+def test_ping_gets_one_pong_and_is_not_broadcast(server, make_raw, ping, pong):
+    # The UDP client's heartbeat and the pinger's ping: answered to the sender only.
     anna, boris = joined(server.address, make_raw, "Анна", "Борис")
     anna.send_line(ping)
-    anna.sync()  # an answer (e.g. "unknown command") would have come first
+    assert anna.read_line() == pong
+    anna.sync()  # exactly one answer: a second line would have come before /users's
     anna.send_line("метка")
     assert boris.read_line() == "Анна: метка"  # nothing was broadcast before it
 
 
-@pytest.mark.parametrize("command", ["/join Вера", "/join Анна", "/JOIN"])
+@pytest.mark.parametrize("command", ["/join Вера", "/JOIN", "/join Анна Вера"])
 def test_join_by_a_member_gets_already_in_chat_error(server, make_raw, command):
     anna, boris = joined(server.address, make_raw, "Анна", "Борис")
     anna.send_line(command)
@@ -340,6 +342,17 @@ def test_join_by_a_member_gets_already_in_chat_error(server, make_raw, command):
     assert anna.sync() == users_line("Анна", "Борис")  # exactly one error; same name
     anna.send_line("метка")
     assert boris.read_line() == "Анна: метка"  # nobody else heard of it
+
+
+@pytest.mark.parametrize("command", ["/join Анна", "/JOIN аННА"])
+def test_join_by_a_member_with_own_name_gets_the_welcome_again(server, make_raw, command):
+    anna, boris = joined(server.address, make_raw, "Анна", "Борис")
+    anna.send_line(command)
+    assert anna.read_line() == (f"{protocol.WELCOME_PREFIX}, Анна! Сейчас в чате (2): "
+                                "Анна, Борис. Список команд: /help")  # as a retransmission
+    assert anna.sync() == users_line("Анна", "Борис")  # exactly one answer; same name
+    anna.send_line("метка")
+    assert boris.read_line() == "Анна: метка"  # no second join notice before it
 
 
 def test_message_of_spaces_and_tabs_not_broadcast(server, make_raw):

@@ -166,10 +166,20 @@ def test_longest_name_is_accepted(udp_server, make_peer):
 def test_join_again_from_a_joined_address_is_refused(udp_server, make_peer):
     anya, boris = chat_room(make_peer, udp_server.address, "Аня", "Борис")
     anya.send("/join Другая")
-    assert anya.recv().startswith(protocol.ERROR_PREFIX)
-    anya.send("/join Аня")
-    assert anya.recv().startswith(protocol.ERROR_PREFIX)
+    assert anya.recv() == protocol.error_line("Вы уже в чате под именем Аня")
     assert anya.users() == ["Аня", "Борис"]  # one name per address
+    assert boris.users() == ["Аня", "Борис"]  # no join or leave notice came first
+
+
+@pytest.mark.parametrize("again", ["/join Аня", "/JOIN аНЯ", "/join  Аня \r\n"])
+def test_join_again_with_own_name_is_a_retransmission(udp_server, make_peer, again):
+    # The answer to /join may be lost: the client asks again, and must get
+    # the welcome again, while nobody hears of a second join.
+    anya, boris = chat_room(make_peer, udp_server.address, "Аня", "Борис")
+    anya.send(again)
+    assert anya.recv() == (f"{protocol.WELCOME_PREFIX}, Аня! Сейчас в чате (2): Аня, Борис. "
+                           "Список команд: /help")
+    assert anya.users() == ["Аня", "Борис"]  # exactly one answer, still one name
     assert boris.users() == ["Аня", "Борис"]  # no join or leave notice came first
 
 
@@ -375,11 +385,13 @@ def test_silent_member_is_removed_and_heartbeat_keeps_client(
     assert client_users(boris) == ["Борис", "Вера"]
 
 
-def test_ping_gets_no_reply_and_is_not_broadcast(udp_server, make_peer):
+@pytest.mark.parametrize("ping, pong", [("/ping", protocol.PONG), ("/PING\r\n", protocol.PONG),
+                                        ("/ping 17 123456", "*** pong 17 123456")])
+def test_ping_gets_one_pong_and_is_not_broadcast(udp_server, make_peer, ping, pong):
     anya, boris = chat_room(make_peer, udp_server.address, "Аня", "Борис")
-    anya.send("/ping")
-    anya.send("/PING\r\n")
-    assert anya.users() == ["Аня", "Борис"]  # no reply came first
+    anya.send(ping)
+    assert anya.recv_bytes() == protocol.encode_line(pong)  # one line in one datagram
+    assert anya.users() == ["Аня", "Борис"]  # no second reply came first
     anya.send("после пинга")
     assert boris.recv() == "Аня: после пинга"  # nothing broadcast first
 
@@ -537,6 +549,7 @@ def test_refused_datagrams_still_count_as_signs_of_life(make_udp_server, make_pe
     refusal = None
     for _ in range(10):  # about 10 * SILENCE_STEP = 2.5 client timeouts
         watcher.send("/ping")  # the watcher stays alive the ordinary way
+        assert watcher.recv() == protocol.PONG  # answered, to him only
         garbler.send(b"\xff\xfe")
         reply = garbler.recv()
         assert reply.startswith(protocol.ERROR_PREFIX)
