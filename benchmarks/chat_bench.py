@@ -142,6 +142,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = {
     # name: (module run with -m, transport)
     "tcp": ("tcp_chat.server", "tcp"),
+    "select": ("tcp_chat.select_server", "tcp"),
     "udp": ("udp_chat.server", "udp"),
     "naive": ("benchmarks.naive_server", "tcp"),
     "ceiling": ("benchmarks.forwarder", "tcp"),
