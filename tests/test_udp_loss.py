@@ -238,7 +238,32 @@ def test_client_gives_up_after_timeout_with_growing_gaps(caplog):
     assert 0.4 <= gaps[0] < 0.5 + TIMEOUT and 0.85 <= gaps[1] < 1.0 + TIMEOUT, gaps
     assert gaps[1] > gaps[0]
     assert 1.6 - 0.05 <= took < 1.6 + TIMEOUT
-    assert [wait.replace(",", ".") for wait in retries(caplog)][:2] == ["0.5", "1"]
+    assert [wait.replace(",", ".") for wait in retries(caplog)] == ["0.5", "1"]  # none at the end
+
+
+def test_welcome_to_a_resent_join_is_not_shown_as_a_chat_line():
+    # A slow answer, not a lost one: the client resends /join after 0.5 s and
+    # the server answers both; the second welcome must not reach the chat.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as slow:
+        slow.bind((LOCALHOST, 0))
+        slow.settimeout(TIMEOUT)
+
+        def answer_late():
+            _, client = slow.recvfrom(65535)
+            slow.recvfrom(65535)  # the resent /join: the first answer is "late"
+            for line in (f"{protocol.WELCOME_PREFIX}, Аня!", f"{protocol.WELCOME_PREFIX}, Аня!",
+                         "Борис: привет"):
+                slow.sendto(protocol.encode_line(line), client)
+
+        server = threading.Thread(target=answer_late, daemon=True)
+        server.start()
+        anya = ChatClient(*slow.getsockname(), "Аня", heartbeat=3600, timeout=TIMEOUT)
+        try:
+            assert anya.welcome.startswith(protocol.WELCOME_PREFIX)
+            assert anya.lines.get(timeout=TIMEOUT) == "Борис: привет"
+        finally:
+            anya.close(timeout=0.1)
+            server.join(TIMEOUT)
 
 
 # --- Command line -------------------------------------------------------------------------

@@ -65,18 +65,17 @@ class ChatClient:
         # A lost /join and a lost answer look the same: silence.  So ask again,
         # waiting twice as long each time (0.5, 1, 2 s …), until ``timeout``.
         deadline, wait = time.monotonic() + timeout, JOIN_RETRY_START
-        while (left := deadline - time.monotonic()) > 0:
+        while True:
             self._send_datagram(f"{protocol.JOIN_COMMAND} {name}")
-            self.sock.settimeout(min(wait, left))
+            self.sock.settimeout(max(min(wait, deadline - time.monotonic()), 0.001))
             try:
                 answer = self._receive_line()
                 break
             except TimeoutError:
-                waited = f"{min(wait, left):g}".replace(".", ",")
-                log.info("Нет ответа на /join за %s с — повторяю", waited)
+                if time.monotonic() >= deadline:
+                    raise TimeoutError("сервер не отвечает") from None
+                log.info("Нет ответа на /join за %s с — повторяю", f"{wait:g}".replace(".", ","))
                 wait *= 2
-        else:
-            raise TimeoutError("сервер не отвечает")
         self.sock.settimeout(None)
         if answer.startswith(protocol.ERROR_PREFIX):
             raise protocol.NameRefused(answer[len(protocol.ERROR_PREFIX):])
@@ -96,7 +95,8 @@ class ChatClient:
                 line = self._receive_line()
                 if not line and self._stop_heartbeat.is_set():
                     break  # close() shut the socket down
-                if not pinger.set_aside(line, self.pongs):
+                late_welcome = line.startswith(protocol.WELCOME_PREFIX)  # to a resent /join
+                if not late_welcome and not pinger.set_aside(line, self.pongs):
                     self._on_line(line)
                 if line.startswith(protocol.GOODBYE_PREFIX) or line in _FORGOTTEN:
                     break  # the server has forgotten us: nothing more will come
