@@ -10,6 +10,13 @@ expected lines worded by ``ChatRoom``, ``LineReader`` and ``run_module`` for
 subprocesses); the TCP ones (``RawClient``, ``server``, ``make_server``,
 ``make_client``, ``make_raw``) sit next to them, and the UDP tests may add
 their own.
+
+Both TCP servers, ``tcp_chat.server`` (thread per client) and
+``tcp_chat.select_server`` (one thread, ``selectors``), must pass the same
+behaviour tests: every fixture that builds a TCP ``ChatServer`` is
+parametrized over :data:`TCP_SERVERS` (test ids ``threads`` and ``select``).
+A test that needs one of them only overrides ``tcp_server_module``, for
+example ``@pytest.mark.parametrize("tcp_server_module", ["threads"], indirect=True)``.
 """
 
 import os
@@ -26,9 +33,9 @@ import pytest
 
 from chat_common import config
 from chat_common import protocol
+from tcp_chat import select_server as tcp_select_server
 from tcp_chat import server as tcp_server
 from tcp_chat.client import ChatClient
-from tcp_chat.server import ChatServer
 
 LOCALHOST = "127.0.0.1"
 
@@ -311,20 +318,46 @@ def client_sync(client):
 
 
 # --- TCP fixtures ----------------------------------------------------------------
+TCP_SERVERS = {"threads": tcp_server, "select": tcp_select_server}
+"""The two TCP server modules by test id; each has a ``ChatServer`` with one API,
+one command line (``python -m MODULE``) and a logger named after the module."""
+
+TCP_SERVER_MODULES = [module.__name__ for module in TCP_SERVERS.values()]
+"""Their module names, for the command-line tests (same order as the ids)."""
+
+TCP_SERVER_IDS = list(TCP_SERVERS)
+
+
+@pytest.fixture(params=TCP_SERVER_IDS)
+def tcp_server_module(request, monkeypatch):
+    """The module of the TCP server under test: ``tcp_chat.server`` or
+    ``tcp_chat.select_server`` (ids ``threads`` and ``select``)."""
+    # stop() waits for the server thread's next look at the stop flag (the
+    # accept thread's accept() timeout, the event loop's select() timeout);
+    # a shorter poll only makes the many stops of the suite quicker.
+    monkeypatch.setattr(tcp_server, "ACCEPT_POLL_INTERVAL", 0.02)
+    monkeypatch.setattr(tcp_select_server, "POLL_INTERVAL", 0.02)
+    return TCP_SERVERS[request.param]
+
+
 @pytest.fixture
-def make_server(monkeypatch):
-    """Factory of started :class:`ChatServer` objects on 127.0.0.1, port 0.
+def server_class(tcp_server_module):
+    """The ``ChatServer`` class of the TCP server under test."""
+    return tcp_server_module.ChatServer
+
+
+@pytest.fixture
+def make_server(server_class):
+    """Factory of started TCP ``ChatServer`` objects on 127.0.0.1, port 0,
+    of both servers in turn (see :func:`tcp_server_module`).
 
     Keyword arguments go to the constructor.  Every server is stopped at the
     end of the test (stop() is idempotent, so tests may stop them earlier).
     """
-    # stop() waits for the accept thread's next look at the stop flag; a
-    # shorter poll only makes the many stops of the suite quicker.
-    monkeypatch.setattr(tcp_server, "ACCEPT_POLL_INTERVAL", 0.02)
     servers = []
 
     def make(**kwargs):
-        server = ChatServer(LOCALHOST, 0, **kwargs)
+        server = server_class(LOCALHOST, 0, **kwargs)
         servers.append(server)
         server.start()
         return server
@@ -336,7 +369,7 @@ def make_server(monkeypatch):
 
 @pytest.fixture
 def server(make_server):
-    """A started :class:`ChatServer` with the default limits."""
+    """A started TCP ``ChatServer`` with the default limits (both servers in turn)."""
     return make_server()
 
 

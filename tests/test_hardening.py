@@ -1,10 +1,11 @@
 """Hardening after an adversarial soak (issue 11), over real sockets.
 
-TCP: the work and memory one ``recv()`` can cause are bounded (a flood of
-``/users`` drops only the flooder, a run of refused names closes a
-newcomer).  UDP: mass expiry removes the silent in one pass and never a live
-member, the member limit, every reply within one datagram, and no
-amplification towards a forged address.  The text rules themselves are
+TCP, against both servers (ids ``threads`` and ``select``): the work and
+memory one ``recv()`` can cause are bounded (a flood of ``/users`` drops
+only the flooder, a run of refused names closes a newcomer).  UDP: mass
+expiry removes the silent in one pass and never a live member, the member
+limit, every reply within one datagram, and no amplification towards a
+forged address.  The text rules themselves are
 tested without sockets in ``test_text.py``.
 
 Names of four-byte letters make the lists long: 32 Gothic letters are 128
@@ -22,7 +23,14 @@ import pytest
 from chat_common import config
 from chat_common import protocol
 from chat_common.protocol import ChatRoom
-from conftest import LineReader, join_notice, leave_notice, wait_until
+from conftest import (
+    TCP_SERVER_IDS,
+    TCP_SERVER_MODULES,
+    LineReader,
+    join_notice,
+    leave_notice,
+    wait_until,
+)
 from tests import udp_support
 from tests.udp_support import (
     LOCALHOST,
@@ -115,11 +123,13 @@ def peak_rss(pid):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or not os.path.exists("/proc/self/status"),
                     reason="peak RSS is read from /proc/PID/status (Linux)")
-def test_tcp_flood_of_users_requests_drops_the_flooder_with_bounded_memory(run_module, make_raw):
+@pytest.mark.parametrize("server_cli", TCP_SERVER_MODULES, ids=TCP_SERVER_IDS)
+def test_tcp_flood_of_users_requests_drops_the_flooder_with_bounded_memory(run_module, make_raw,
+                                                                           server_cli):
     # Before the fix every reply to one recv() was built under the lock
     # before the outbox limit was looked at: 9362 lists of 101 names of
     # 128 bytes, 489 MiB at its peak, and everyone waited meanwhile.
-    proc = run_module("tcp_chat.server", "--port", "0", "--max-clients", "200")
+    proc = run_module(server_cli, "--port", "0", "--max-clients", "200")
     log = LineReader(proc.stderr)
     LineReader(proc.stdout)  # keeps the pipe drained
     host, port = SERVER_LISTENS.search(log.wait_for(SERVER_LISTENS.search)).groups()

@@ -1,8 +1,14 @@
 """The command-line programs as real subprocesses.
 
-``python -m tcp_chat.server`` and ``python -m tcp_chat.client`` run from the
-repository root with UTF-8 standard streams.  Output is read by threads
-(:class:`LineReader`), so every wait has a timeout.
+``python -m tcp_chat.server``, ``python -m tcp_chat.select_server`` and
+``python -m tcp_chat.client`` run from the repository root with UTF-8
+standard streams.  Output is read by threads (:class:`LineReader`), so every
+wait has a timeout.
+
+The server tests run against both servers (ids ``threads`` and ``select``).
+The client is one for both: most client tests use the threaded server only,
+those that end to end exercise what a server does (a whole session, a
+refused name, a full server, a shutdown) use both.
 """
 
 import importlib
@@ -21,6 +27,8 @@ from chat_common.console import LOST_NOTICE
 from conftest import (
     LOCALHOST,
     REPO_ROOT,
+    TCP_SERVER_IDS,
+    TCP_SERVER_MODULES,
     TIMEOUT,
     LineReader,
     client_sync,
@@ -44,11 +52,18 @@ posix_signals = pytest.mark.skipif(
     sys.platform == "win32", reason="POSIX signals: Windows has no SIGINT to send to a child"
 )
 
+both_servers = pytest.mark.parametrize("server_cli", TCP_SERVER_MODULES, ids=TCP_SERVER_IDS)
+"""Run a server CLI test with ``python -m tcp_chat.server`` and ``... select_server``."""
 
-def start_server(run_module, *args):
-    """Start the server CLI on a free port; return (process, stderr reader, address)."""
+threaded_server = pytest.mark.parametrize("tcp_server_module", ["threads"], indirect=True)
+"""A client test that needs a server, but not both: the threaded one only."""
+
+
+def start_server(run_module, server_cli, *args):
+    """Start the server CLI ``server_cli`` (a module name) on a free port;
+    return (process, stderr reader, address)."""
     process = run_module(
-        "tcp_chat.server", "--host", LOCALHOST, "--port", "0", *args, stdin=subprocess.DEVNULL
+        server_cli, "--host", LOCALHOST, "--port", "0", *args, stdin=subprocess.DEVNULL
     )
     LineReader(process.stdout)  # keep the pipe drained; the server prints nothing there
     log = LineReader(process.stderr)
@@ -72,9 +87,10 @@ def send_stdin(process, *lines):
 
 # --- Server CLI ---------------------------------------------------------------------------
 @posix_signals
+@both_servers
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_server_cli_stops_cleanly_on_signal(run_module, make_client, signum):
-    process, log, address = start_server(run_module)
+def test_server_cli_stops_cleanly_on_signal(run_module, make_client, server_cli, signum):
+    process, log, address = start_server(run_module, server_cli)
     anna = make_client(address, "Анна")
     boris = make_client(address, "Борис")
     assert next_line(anna) == join_notice("Борис")
@@ -99,8 +115,10 @@ def test_server_cli_stops_cleanly_on_signal(run_module, make_client, signum):
 
 
 @posix_signals
-def test_server_cli_logs_each_leave_with_peer_address_and_cause(run_module, make_client):
-    process, log, address = start_server(run_module)
+@both_servers
+def test_server_cli_logs_each_leave_with_peer_address_and_cause(run_module, make_client,
+                                                                 server_cli):
+    process, log, address = start_server(run_module, server_cli)
     anna = make_client(address, "Анна")
     boris = make_client(address, "Борис")
     assert next_line(anna) == join_notice("Борис")
@@ -118,8 +136,9 @@ def test_server_cli_logs_each_leave_with_peer_address_and_cause(run_module, make
 
 
 @posix_signals
-def test_server_cli_verbose_logs_messages(run_module, make_client):
-    process, log, address = start_server(run_module, "-v")
+@both_servers
+def test_server_cli_verbose_logs_messages(run_module, make_client, server_cli):
+    process, log, address = start_server(run_module, server_cli, "-v")
     anna = make_client(address, "Анна")
     anna.send("видно-в-журнале")
     anna.send("/users")
@@ -132,8 +151,10 @@ def test_server_cli_verbose_logs_messages(run_module, make_client):
 
 
 @posix_signals
-def test_server_cli_limit_flags(run_module, make_raw):
-    process, log, address = start_server(run_module, "--max-clients", "1", "--name-timeout", "0.5")
+@both_servers
+def test_server_cli_limit_flags(run_module, make_raw, server_cli):
+    process, log, address = start_server(run_module, server_cli,
+                                         "--max-clients", "1", "--name-timeout", "0.5")
     first = make_raw(address)
     assert first.read_line() == protocol.NAME_PROMPT
     second = make_raw(address)  # over --max-clients 1
@@ -147,10 +168,11 @@ def test_server_cli_limit_flags(run_module, make_raw):
     assert "Traceback" not in "\n".join(log.read_all())
 
 
-def test_server_cli_port_taken(run_module):
+@both_servers
+def test_server_cli_port_taken(run_module, server_cli):
     with socket.create_server((LOCALHOST, 0)) as taken:
         port = taken.getsockname()[1]
-        process = run_module("tcp_chat.server", "--host", LOCALHOST, "--port", str(port),
+        process = run_module(server_cli, "--host", LOCALHOST, "--port", str(port),
                              stdin=subprocess.DEVNULL)
         out, err = process.communicate(timeout=TIMEOUT)
     assert process.returncode == 1
@@ -158,7 +180,7 @@ def test_server_cli_port_taken(run_module):
     assert "Traceback" not in err
 
 
-@pytest.mark.parametrize("module", ["tcp_chat.server", "tcp_chat.client"])
+@pytest.mark.parametrize("module", [*TCP_SERVER_MODULES, "tcp_chat.client"])
 def test_help_is_russian(run_module, module):
     process = run_module(module, "--help", stdin=subprocess.DEVNULL)
     out, err = process.communicate(timeout=TIMEOUT)
@@ -182,7 +204,8 @@ def test_help_is_russian(run_module, module):
     assert expected <= set(options), out
     for option in expected:
         assert CYRILLIC.search(options[option]), f"{option}: {options[option]!r}"
-    if module == "tcp_chat.server":
+    assert f"python -m {module}" in out.split("\n")[0]  # the usage names this very program
+    if module in TCP_SERVER_MODULES:
         for flag in ("--host", "--port", "--max-clients", "--name-timeout",
                      "--send-queue-limit", "--verbose"):
             assert flag in options
@@ -207,6 +230,7 @@ def test_client_cli_piped_stdin(server, make_client, run_module):
     assert LOST_NOTICE not in shown
 
 
+@threaded_server
 def test_client_cli_shows_lines_from_others(server, make_client, run_module):
     watcher = make_client(server.address, "Наблюдатель")
     process, out, err = start_client(run_module, server.address, "--name", "Петя")
@@ -228,6 +252,7 @@ def test_client_cli_shows_lines_from_others(server, make_client, run_module):
     process.stdin.close()
 
 
+@threaded_server
 def test_client_cli_asks_for_name_without_flag(server, make_client, run_module):
     watcher = make_client(server.address, "Наблюдатель")
     process = run_module("tcp_chat.client", "--host", LOCALHOST, "--port", str(server.address[1]))
@@ -242,11 +267,12 @@ def test_client_cli_asks_for_name_without_flag(server, make_client, run_module):
 
 
 
-def test_client_cli_refused_name_exits_1_and_sends_nothing_more(server, make_client, run_module,
-                                                               caplog):
+def test_client_cli_refused_name_exits_1_and_sends_nothing_more(
+        tcp_server_module, server, make_client, run_module, caplog):
     # With --name the user chose the name on the command line: a refusal ends
     # the program, and the first line of stdin is never sent as a second try.
-    caplog.set_level(logging.DEBUG, logger="tcp_chat.server")  # logs every line received
+    # Each server logs under its module's name; at DEBUG every line received.
+    caplog.set_level(logging.DEBUG, logger=tcp_server_module.__name__)
     watcher = make_client(server.address, "Наблюдатель")
     with pytest.raises(protocol.NameRefused) as refused:
         protocol.validate_name("Плохое имя")
@@ -303,6 +329,7 @@ def test_client_cli_on_a_full_server_exits_1_without_traceback(
         process.stdin.close()
 
 
+@threaded_server
 def test_client_cli_survives_a_stdout_that_cannot_encode_cyrillic(server, make_client):
     # A Windows pipe has the ANSI code page; letters it lacks become "?".
     watcher = make_client(server.address, "Наблюдатель")

@@ -1,4 +1,9 @@
-"""The wire protocol of the TCP server, rule by rule, over real sockets.
+"""The wire protocol of the TCP servers, rule by rule, over real sockets.
+
+Every test runs against both servers, ``tcp_chat.server`` (thread per client)
+and ``tcp_chat.select_server`` (one thread, ``selectors``): the ``server``,
+``make_server`` and ``server_class`` fixtures of ``conftest.py`` are
+parametrized over them (test ids ``threads`` and ``select``).
 
 Raw sockets (:class:`RawClient`) where the exact bytes matter,
 :class:`tcp_chat.client.ChatClient` elsewhere.  To prove that something did
@@ -31,24 +36,23 @@ from conftest import (
     wait_until,
     welcome_line,
 )
-from tcp_chat import server as server_module
 from tcp_chat.client import ChatClient
-from tcp_chat.server import ChatServer
 
 MAX = config.MAX_MESSAGE_BYTES
 
 
-SERVER_THREAD_TARGETS = ("_accept_loop", "_receive_loop", "_send_loop")
+SERVER_THREAD_TARGETS = ("_accept_loop", "_receive_loop", "_send_loop", "_event_loop")
 
 
 def server_threads():
-    """Threads a ChatServer starts: the accept thread and a receiver and a
-    sender per connection.  Unnamed threads are known by the target in their
-    default name ("Thread-3 (_send_loop)"); the names "accept", "recv
-    HOST:PORT" and "send HOST:PORT" count too."""
+    """Threads a TCP ChatServer starts.  The threaded server: the accept
+    thread and a receiver and a sender per connection; the select server:
+    its one event-loop thread.  Unnamed threads are known by the target in
+    their default name ("Thread-3 (_send_loop)"); the names "accept", "recv
+    HOST:PORT", "send HOST:PORT" and "event loop" count too."""
     return [
         t for t in threading.enumerate()
-        if t.name == "accept" or t.name.startswith(("recv ", "send "))
+        if t.name in ("accept", "event loop") or t.name.startswith(("recv ", "send "))
         or t.name.endswith(tuple(f"({target})" for target in SERVER_THREAD_TARGETS))
     ]
 
@@ -74,7 +78,8 @@ def test_address_is_host_port_tuple(server):
     assert isinstance(port, int) and port > 0
 
 
-def test_defaults_come_from_config():
+def test_defaults_come_from_config(tcp_server_module):
+    ChatServer = tcp_server_module.ChatServer
     params = inspect.signature(ChatServer).parameters
     assert params["host"].default == config.HOST
     assert params["port"].default == config.TCP_PORT
@@ -98,15 +103,15 @@ def test_defaults_come_from_config():
     with pytest.raises(TypeError):
         ChatServer(LOCALHOST, 0, no_such_limit=1)
     # Every server option is a limit of the same name, with the same default.
-    args = server_module.build_parser().parse_args([])
+    args = tcp_server_module.build_parser().parse_args([])
     assert (args.host, args.port) == (config.HOST, config.TCP_PORT)
     options = {key: value for key, value in vars(args).items()
                if key not in ("host", "port", "verbose")}
     assert options == dataclasses.asdict(limits)
 
 
-def test_context_manager_starts_and_stops():
-    with ChatServer(LOCALHOST, 0) as srv:
+def test_context_manager_starts_and_stops(server_class):
+    with server_class(LOCALHOST, 0) as srv:
         raw = RawClient(srv.address)
         assert raw.read_line() == protocol.NAME_PROMPT
     assert raw.read_line() == protocol.SHUTDOWN_NOTICE
@@ -639,9 +644,9 @@ def test_max_clients_refuses_extra_and_reuses_slot(make_server, make_raw, make_c
 
 
 # --- Stop ---------------------------------------------------------------------------------
-def test_stop_notifies_members_then_closes(make_raw, make_client):
+def test_stop_notifies_members_then_closes(tcp_server_module, make_raw, make_client):
     before = set(server_threads())
-    srv = ChatServer(LOCALHOST, 0)
+    srv = tcp_server_module.ChatServer(LOCALHOST, 0)
     srv.start()
     try:
         anna, boris = joined(srv.address, make_raw, "Анна", "Борис")
@@ -650,7 +655,16 @@ def test_stop_notifies_members_then_closes(make_raw, make_client):
         assert choosing.read_line() == protocol.NAME_PROMPT
         for raw in (anna, boris):
             assert raw.read_line() == join_notice("Вера")
-        assert set(server_threads()) - before, "the server's threads are not recognised"
+        if tcp_server_module.__name__ == "tcp_chat.select_server":
+            expected = {"event loop"}  # one thread, however many connections
+        else:  # the accept thread, a receiver and a sender per connection
+            peers = ["%s:%s" % sock.getsockname()[:2]
+                     for sock in (anna.sock, boris.sock, vera.sock, choosing.sock)]
+            expected = {"accept"} | {f"{kind} {peer}" for peer in peers
+                                     for kind in ("recv", "send")}
+        # A receiver thread may start just after its sender has sent the prompt.
+        wait_until(lambda: {thread.name for thread in set(server_threads()) - before} == expected,
+                   message=f"the server's threads {sorted(expected)}")
     finally:
         srv.stop()
     for raw in (anna, boris, choosing):
@@ -666,9 +680,9 @@ def test_stop_notifies_members_then_closes(make_raw, make_client):
     assert set(server_threads()) - before == set()
 
 
-def test_stop_is_bounded_with_a_member_that_never_reads(make_raw):
+def test_stop_is_bounded_with_a_member_that_never_reads(server_class, make_raw):
     before = set(server_threads())
-    srv = ChatServer(
+    srv = server_class(
         LOCALHOST, 0, send_queue_limit=100_000, send_queue_bytes=64 << 20, flush_timeout=0.5
     )
     srv.start()
@@ -678,7 +692,8 @@ def test_stop_is_bounded_with_a_member_that_never_reads(make_raw):
         sender = make_raw(srv.address)
         sender.join("Болтун")
         # About 6 MB for the slow member: more than the kernel buffers hold,
-        # so the server's sender thread is stuck in sendall() at stop().
+        # so at stop() the threaded server's sender thread is stuck in
+        # sendall(), and the select server's buffer for him is far from empty.
         line = ("щ" * 1990 + "\n").encode()
         sender.send_bytes(line * 1500)
         assert sender.sync() == users_line("Тормоз", "Болтун")  # still a member
@@ -691,8 +706,8 @@ def test_stop_is_bounded_with_a_member_that_never_reads(make_raw):
     assert set(server_threads()) - before == set()
 
 
-def test_port_can_be_bound_again_right_after_stop(make_raw):
-    srv = ChatServer(LOCALHOST, 0)
+def test_port_can_be_bound_again_right_after_stop(server_class, make_raw):
+    srv = server_class(LOCALHOST, 0)
     srv.start()
     port = srv.address[1]
     try:
@@ -702,7 +717,7 @@ def test_port_can_be_bound_again_right_after_stop(make_raw):
     assert anna.read_line() == protocol.SHUTDOWN_NOTICE
     anna.expect_eof()
     # The server closed first, so its side is in TIME_WAIT now.
-    with ChatServer(LOCALHOST, port) as again:
+    with server_class(LOCALHOST, port) as again:
         assert again.address == (LOCALHOST, port)
         raw = make_raw(again.address)
         assert raw.join("Снова").startswith(protocol.WELCOME_PREFIX)

@@ -241,6 +241,9 @@ def test_client_asks_again_after_a_taken_name(udp_server, make_udp_client):
         ("tcp_chat.server", ["--port", "-5"]),
         ("tcp_chat.server", ["--name-timeout", "0"]),
         ("tcp_chat.server", ["--max-clients", "0"]),
+        ("tcp_chat.select_server", ["--port", "-5"]),
+        ("tcp_chat.select_server", ["--name-timeout", "0"]),
+        ("tcp_chat.select_server", ["--max-clients", "0"]),
         ("tcp_chat.client", ["--port", "65536", "--name", "Вася"]),
     ],
 )
@@ -254,7 +257,8 @@ def test_out_of_range_values_get_a_usage_error_in_russian(module, args):
 
 
 @posix_signals
-@pytest.mark.parametrize("module", ["udp_chat.server", "tcp_chat.server"])
+@pytest.mark.parametrize("module",
+                         ["udp_chat.server", "tcp_chat.server", "tcp_chat.select_server"])
 def test_server_started_with_sigint_ignored_still_stops_on_sigint(module):
     # A shell script starts background jobs with SIGINT ignored; the server
     # must still stop on Ctrl+C / kill -INT, as its README says.
