@@ -45,6 +45,7 @@ class Console:
         self._state = threading.Lock()  # orders "connection lost" against run()
         self._running = False  # run() is reading input and may be interrupted
         self._quitting = False
+        self._stopped_reading = threading.Event()  # set when run() stops reading input
         self.lost = False
         # A chat line must never kill the receiver thread: where stdout cannot
         # encode a letter (a Windows pipe uses the ANSI code page), print "?".
@@ -72,8 +73,12 @@ class Console:
             # Before run() the main thread is still connecting or sending the
             # name, where an interrupt would surface as a traceback; run()
             # sees ``lost`` and does not start reading.
-            if self._running:
-                _interrupt_main_thread()
+            running = self._running
+        # A signal that lands just before input() starts its read is lost (the
+        # read then blocks for good), so repeat it until run() has let go.
+        while running and not self._quitting:
+            _interrupt_main_thread()
+            self._stopped_reading.wait(INTERRUPT_REPEAT)
 
     def run(self, client):
         """Send typed lines until ``/quit``, EOF or Ctrl+C; return the exit code.
@@ -100,6 +105,7 @@ class Console:
         if self._readline:
             sys.stdout.write("\n")  # leave the half-typed input line behind
         self._quitting = True
+        self._stopped_reading.set()
         client.close()
         return 1 if self.lost else 0
 
@@ -118,6 +124,10 @@ class Console:
                     client.send(text)
             except ProtocolError as error:  # refused before sending: say why, go on
                 self.show(error_line(str(error)))
+
+
+INTERRUPT_REPEAT = 0.2
+"""Seconds between two wake-up signals to a main thread still in ``input()``."""
 
 
 def _interrupt_main_thread():
