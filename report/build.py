@@ -57,17 +57,23 @@ TEST_TIMEOUT = 1800
 """Seconds the whole test run of the build may take."""
 
 PACKAGES = ["chat_common", "tcp_chat", "udp_chat"]
-FIRST_FILES = ["chat_common/config.py", "chat_common/protocol.py", "chat_common/framing.py",
-               "chat_common/base_server.py", "tcp_chat/server.py", "tcp_chat/client.py",
-               "udp_chat/server.py", "udp_chat/client.py",
-               "chat_common/cli.py", "chat_common/console.py"]
+FIRST_FILES = ["chat_common/config.py", "chat_common/protocol.py", "chat_common/text.py",
+               "chat_common/framing.py", "chat_common/base_server.py",
+               "tcp_chat/server.py", "tcp_chat/client.py", "udp_chat/server.py", "udp_chat/client.py",
+               "chat_common/cli.py", "chat_common/console.py", "chat_common/pinger.py",
+               "chat_common/loss.py", "tcp_chat/select_server.py"]
 """Order of the listings; other non-empty modules of PACKAGES follow, sorted."""
 
 FILE_ROLES = {
     "chat_common/config.py": "все настройки по умолчанию: адрес, порты, лимиты, тайм-ауты",
     "chat_common/protocol.py": "правила чата без ввода-вывода: вход новичка, имена, "
                                "проверка текста, команды, кто что получает",
+    "chat_common/text.py": "какой текст принимает чат: проверка сообщений и имён, "
+                           "числа и списки по-русски",
     "chat_common/framing.py": "разбор потока байтов TCP на строки",
+    "chat_common/pinger.py": "пингер обоих клиентов: команда `/ping N`, время ответа и потери",
+    "chat_common/loss.py": "искусственные потери датаграмм для опытов (`--loss`, `--seed`)",
+    "tcp_chat/select_server.py": "сервер TCP с циклом событий (`selectors`): один поток на всех",
     "chat_common/base_server.py": "общее у серверов TCP и UDP: комната под одной блокировкой, "
                                   "поток сервера, запуск и остановка",
     "chat_common/cli.py": "командная строка всех программ и запуск сервера до Ctrl+C",
@@ -101,6 +107,17 @@ TEST_ROLES = {
     "tests/test_udp_server.py": "протокол сервера UDP: `/join`, команды, плохие датаграммы, "
                                 "ответ постороннему адресу без усиления, сигналы присутствия "
                                 "и удаление молчащих",
+    "tests/test_text.py": "правила текста без сокетов: символы смены направления и невидимые, "
+                          "имена-двойники из разных алфавитов, имена с огласовками, "
+                          "склонение числительных, сокращённые списки",
+    "tests/test_hardening.py": "защита от злоупотреблений: память на один `recv` с тысячами "
+                               "`/users`, серия неверных имён, массовое удаление молчащих UDP, "
+                               "предел участников, размер ответов, ответ на поддельный адрес",
+    "tests/test_udp_loss.py": "искусственные потери ровно по зерну, вход с повтором `/join` "
+                              "и удвоением ожидания, отказ после тайм-аута, флаги",
+    "tests/test_pinger.py": "пингер: ответы `*** pong`, потери по зерну, вывод и итоги, "
+                            "команда `/ping` в настоящих клиентах TCP и UDP",
+    "tests/test_console.py": "терминал клиента: перерисовка приглашения, команда `/ping`",
     "tests/test_udp_cli.py": "клиент и сервер UDP как отдельные процессы: ввод из канала, "
                              "недоступный сервер, остановка по сигналу",
     "tests/test_notebooks.py": "блокноты `notebooks/*.ipynb` выполняются целиком в новом "
