@@ -36,7 +36,6 @@ from tests.udp_support import (
     LOCALHOST,
     TIMEOUT,
     USERS_PREFIX,
-    Child,
     chat_room,
     next_line,
     online,
@@ -340,19 +339,7 @@ def test_udp_join_beyond_max_members_gets_an_error(make_udp_server, make_peer):
     assert late.users() == ["Аня", "Вера", "Гена"]
 
 
-@pytest.fixture
-def spawn():
-    """Factory of :class:`Child` processes, killed at the end if still running."""
-    children = []
-
-    def start(module, *args, **kwargs):
-        child = Child(module, *args, **kwargs)
-        children.append(child)
-        return child
-
-    yield start
-    for child in children:
-        child.kill()
+spawn = udp_support.spawn
 
 
 UDP_LISTENS = re.compile(r"Сервер UDP слушает (\d{1,3}(?:\.\d{1,3}){3}):(\d+)")

@@ -48,19 +48,7 @@ BOUND_ADDRESS = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3}):(\d+)")
 """``HOST:PORT`` in the start-up log line (the timestamp has no dotted quad)."""
 
 
-@pytest.fixture
-def spawn():
-    """Factory of :class:`Child` processes, killed at the end if still running."""
-    children = []
-
-    def start(module, *args, **kwargs):
-        child = Child(module, *args, **kwargs)
-        children.append(child)
-        return child
-
-    yield start
-    for child in children:
-        child.kill()
+spawn = udp_support.spawn
 
 
 def start_server(spawn, *args):

@@ -376,3 +376,18 @@ class Child:
             self.proc.wait(TIMEOUT)
         if self.proc.stdin:
             self.proc.stdin.close()
+
+
+@pytest.fixture
+def spawn():
+    """Factory of :class:`Child` processes, killed at the end if still running."""
+    children = []
+
+    def start(module, *args, **kwargs):
+        child = Child(module, *args, **kwargs)
+        children.append(child)
+        return child
+
+    yield start
+    for child in children:
+        child.kill()
