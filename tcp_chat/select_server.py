@@ -1,10 +1,9 @@
 """Multi-user TCP chat server: one thread, an event loop (``python -m tcp_chat.select_server``).
 
-``tcp_chat/server.py`` gives each client two threads, waiting in ``recv()`` and
-``sendall()``.  Here one thread waits for *all* sockets at once: ``selectors``
-(epoll, kqueue, select) says which can be read or written without waiting, and
-the loop does just that.  What a socket does not take waits in a buffer bounded
-as the threaded outbox.  Rules, limits, flags, log lines: all the same."""
+Where ``tcp_chat/server.py`` gives each client two threads waiting in ``recv()`` and
+``sendall()``, one thread here waits for *all* sockets at once: ``selectors`` (epoll,
+select) says which can be read or written without waiting, and the loop does just that;
+what a socket does not take waits in a buffer bounded as the outbox.  All else is the same."""
 
 import contextlib
 import selectors
@@ -56,8 +55,7 @@ class ChatServer(BaseChatServer):
     def _event_loop(self):
         while not self._stopping.is_set():
             ready = self._selector.select(POLL_INTERVAL)
-            # One thread does all: the lock only makes member_count wait for this turn.
-            with self._lock:
+            with self._lock:  # one thread does all: only member_count waits for this turn
                 for key, events in ready:
                     if key.fileobj is self._listener:
                         self._accept()
@@ -105,9 +103,7 @@ class ChatServer(BaseChatServer):
 
     def _write(self, conn):
         try:
-            sent = conn.sock.send(conn.outbox)
-        except BlockingIOError:
-            return
+            sent = conn.sock.send(conn.outbox)  # selectors said it takes at least a byte
         except OSError as error:
             return self._close(conn, f"ошибка соединения: {error}")
         conn.lines -= conn.outbox.count(b"\n", 0, sent)
@@ -145,7 +141,6 @@ class ChatServer(BaseChatServer):
         self._selector.close()
 
     def _apply(self, conn, lines):
-        """Apply the lines of one ``recv()``; True if ``conn`` must be closed (``/quit``)."""
         for line in lines:
             outcome = self._room.receive(conn, line)
             if outcome.joined:
