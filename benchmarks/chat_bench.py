@@ -1046,10 +1046,12 @@ def describe(p, variant, scenario):
 
 # --- Command line -----------------------------------------------------------------
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.chat_bench",
-        description="Нагрузочный стенд чата: запускает сервер в отдельном процессе, "
-                    "подключает участников, меряет доставку, задержки и ресурсы.")
+    from chat_common.cli import make_parser  # help headings in Russian, as the chat's
+
+    whole, parser = make_parser(  # options go into the group "параметры"
+        "python -m benchmarks.chat_bench",
+        "Нагрузочный стенд чата: запускает сервер в отдельном процессе, "
+        "подключает участников, меряет доставку, задержки и ресурсы.")
     parser.add_argument("--variant", choices=list(VARIANTS), default="tcp",
                         help="какой сервер мерить (по умолчанию tcp); ceiling — простейший "
                              "пересыльщик, потолок самого стенда")
@@ -1094,7 +1096,7 @@ def build_parser():
                              f"UDP — {UDP_RCVBUF})")
     parser.add_argument("--json", action="store_true",
                         help="печатать по объекту JSON на прогон (и сводку при нескольких)")
-    return parser
+    return whole
 
 
 def main(argv=None):
