@@ -111,7 +111,6 @@ Command line: ``python -m benchmarks.chat_bench --help``; see also
 ``benchmarks/README.md``.
 """
 
-import argparse
 import base64
 import json
 import math

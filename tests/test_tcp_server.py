@@ -255,12 +255,13 @@ def test_broadcast_to_others_without_echo(server, make_raw):
     anna.sync()  # an echo would have come before the /users answer
 
 
-def test_empty_lines_ignored(server, make_raw):
+@pytest.mark.parametrize("blank", [b"\n\r\n\n", b"   \n\t\n \t \t\r\n"], ids=["empty", "spaces"])
+def test_empty_and_blank_lines_ignored(server, make_raw, blank):
     anna, boris = joined(server.address, make_raw, "Анна", "Борис")
-    anna.send_bytes(b"\n\r\n\n")
+    anna.send_bytes(blank)
     anna.send_line("после пустых")
     assert boris.read_line() == "Анна: после пустых"
-    anna.sync()  # and no error for the empty lines either
+    anna.sync()  # and no error for the empty or blank lines either
 
 
 def test_help(server, make_raw):
@@ -358,14 +359,6 @@ def test_join_by_a_member_with_own_name_gets_the_welcome_again(server, make_raw,
     assert anna.sync() == users_line("Анна", "Борис")  # exactly one answer; same name
     anna.send_line("метка")
     assert boris.read_line() == "Анна: метка"  # no second join notice before it
-
-
-def test_message_of_spaces_and_tabs_not_broadcast(server, make_raw):
-    anna, boris = joined(server.address, make_raw, "Анна", "Борис")
-    anna.send_bytes(b"   \n\t\n \t \t\r\n")
-    anna.send_line("после пробелов")
-    assert boris.read_line() == "Анна: после пробелов"
-    anna.sync()  # and no error for the blank lines either
 
 
 # --- Leaving --------------------------------------------------------------------

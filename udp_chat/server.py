@@ -10,7 +10,6 @@ per member: ``sendto()`` never waits for the receiver.  Run: ``python -m udp_cha
 
 import socket
 import sys
-import threading
 import time
 
 from chat_common import cli, config, protocol
