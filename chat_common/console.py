@@ -13,9 +13,11 @@ import sys
 import threading
 
 from chat_common import pinger
-from chat_common.protocol import PING_COMMAND, ProtocolError, error_line, split_command
+from chat_common.protocol import (PING_COMMAND, SHUTDOWN_NOTICE, ProtocolError, error_line,
+                                  split_command)
 
 LOST_NOTICE = "*** Соединение с сервером потеряно"
+"""What a TCP client says when the connection ends without the server's stop notice."""
 
 
 def _load_readline():
@@ -38,7 +40,8 @@ class Console:
     (pipes, Windows) lines are simply printed.
     """
 
-    def __init__(self):
+    def __init__(self, lost_notice=LOST_NOTICE):
+        self.lost_notice = lost_notice  # UDP has no connection to lose: it says its own
         self._readline = _load_readline()
         self.prompt = "> " if self._readline else ""
         self._output = threading.Lock()  # one line at a time on the screen
@@ -47,6 +50,7 @@ class Console:
         self._quitting = False
         self._stopped_reading = threading.Event()  # set when run() stops reading input
         self.lost = False
+        self.stop_announced = False  # the server said goodbye: its end is a stop, not a loss
         # A chat line must never kill the receiver thread: where stdout cannot
         # encode a letter (a Windows pipe uses the ANSI code page), print "?".
         if hasattr(sys.stdout, "reconfigure"):
@@ -62,12 +66,16 @@ class Console:
             else:
                 sys.stdout.write(line + "\n")
             sys.stdout.flush()
+            self.stop_announced = self.stop_announced or line == SHUTDOWN_NOTICE
 
     def connection_closed(self):
-        """Called by the receiver thread when the server side is gone."""
+        """Called by the receiver thread when the server side is gone.  After
+        the server's stop notice nothing more is said and the exit code is 0;
+        otherwise :attr:`lost_notice` is shown and the exit code is 1."""
         if self._quitting:
             return  # the answer to our own /quit: nothing is lost
-        self.show(LOST_NOTICE)
+        if not self.stop_announced:
+            self.show(self.lost_notice)
         with self._state:
             self.lost = True
             # Before run() the main thread is still connecting or sending the
@@ -84,7 +92,8 @@ class Console:
         """Send typed lines until ``/quit``, EOF or Ctrl+C; return the exit code.
 
         Must run in the main thread.  Exit code 0 after the user's ``/quit``,
-        end of input or Ctrl+C; 1 if the connection was lost first.
+        end of input, Ctrl+C or the server's announced stop; 1 if the server
+        was lost first.
         """
         # The receiver thread wakes us with SIGINT, so it must not stay ignored
         # (a shell starts background jobs with SIGINT ignored).
@@ -107,7 +116,7 @@ class Console:
         self._quitting = True
         self._stopped_reading.set()
         client.close()
-        return 1 if self.lost else 0
+        return 1 if self.lost and not self.stop_announced else 0
 
     def _send_typed_lines(self, client):
         while not client.closed.is_set():

@@ -347,16 +347,35 @@ def test_client_cli_survives_a_stdout_that_cannot_encode_cyrillic(server, make_c
     assert collect(watcher, 3) == [join_notice("Bob"), "Bob: hi", leave_notice("Bob")]
 
 
-def test_client_cli_server_goes_away(make_server, make_client, run_module):
+def test_client_cli_announced_stop_is_a_stop_not_a_loss(make_server, make_client, run_module):
     server = make_server()
     process, out, err = start_client(run_module, server.address, "--name", "Петя")
     out.wait_for(lambda line: line.startswith(protocol.WELCOME_PREFIX))
     # stdin stays open: the client is waiting for the user when the server stops.
     server.stop()
-    assert process.wait(TIMEOUT) == 1
+    assert process.wait(TIMEOUT) == 0
     shown = out.read_all()
-    assert protocol.SHUTDOWN_NOTICE in shown
-    assert shown[-1] == LOST_NOTICE
+    assert shown[-1] == protocol.SHUTDOWN_NOTICE  # nothing about a lost connection after it
+    assert LOST_NOTICE not in shown
+    assert "Traceback" not in "\n".join(err.read_all())
+    process.stdin.close()
+
+
+def test_client_cli_connection_lost_without_notice_exits_1(run_module):
+    # A "server" that lets the client in and then vanishes without a word.
+    with socket.create_server((LOCALHOST, 0)) as listener:
+        listener.settimeout(TIMEOUT)
+        process, out, err = start_client(run_module, listener.getsockname()[:2], "--name", "Петя")
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(protocol.encode_line(protocol.NAME_PROMPT))
+            conn.settimeout(TIMEOUT)
+            assert conn.recv(100) == "Петя\n".encode()
+            conn.sendall(protocol.encode_line(welcome_line("Петя")))
+            out.wait_for(lambda line: line.startswith(protocol.WELCOME_PREFIX))
+    # stdin stays open: only the lost connection can end this client.
+    assert process.wait(TIMEOUT) == 1
+    assert out.read_all()[-1] == LOST_NOTICE
     assert "Traceback" not in "\n".join(err.read_all())
     process.stdin.close()
 

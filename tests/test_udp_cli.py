@@ -18,7 +18,7 @@ import pytest
 
 from chat_common import config
 from chat_common import protocol
-from chat_common.console import LOST_NOTICE
+from udp_chat import client as udp_client
 from tests import udp_support
 from tests.udp_support import (
     LOCALHOST,
@@ -125,14 +125,35 @@ def test_cli_client_and_server_shutdown_end_to_end(spawn):
     server_child.proc.send_signal(signal.SIGINT)
     assert server_child.wait() == 0
     # The client shows the notice and ends by itself, its stdin still open:
-    # code 1, the server went away before the user's /quit.
+    # an announced stop is a stop, code 0, and nothing about a lost server.
     client_child.wait_for(client_child.stdout, lambda line: line == protocol.SHUTDOWN_NOTICE)
-    assert client_child.wait() == 1
-    assert LOST_NOTICE in client_child.out_lines
+    assert client_child.wait() == 0
+    assert client_child.out_lines[-1] == protocol.SHUTDOWN_NOTICE
+    assert all("соединени" not in line.lower() for line in client_child.out_lines)
     assert_no_traceback("\n".join(server_child.err_lines + client_child.err_lines))
 
 
 # --- Client ------------------------------------------------------------------------
+@posix_signals
+def test_cli_client_says_the_server_is_gone_when_it_vanishes_without_a_word(spawn):
+    # A "server" that welcomes the client and then closes its socket: the next
+    # heartbeat meets ICMP "port unreachable".  UDP has no connection to lose,
+    # so the client says the server is unavailable, never "соединение".
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as fake:
+        fake.bind((LOCALHOST, 0))
+        fake.settimeout(TIMEOUT)
+        client_child = spawn("udp_chat.client", "--port", fake.getsockname()[1], "--name", "Вася",
+                             "--heartbeat", 0.1, stdin=subprocess.PIPE)
+        join, client_address = fake.recvfrom(1000)
+        assert join == "/join Вася".encode()
+        fake.sendto(f"{protocol.WELCOME_PREFIX}, Вася!".encode(), client_address)
+        client_child.wait_for(client_child.stdout, lambda line: line.startswith(protocol.WELCOME_PREFIX))
+    assert client_child.wait() == 1
+    assert client_child.out_lines[-1] == udp_client.LOST_NOTICE
+    assert all("соединени" not in line.lower() for line in client_child.out_lines)
+    assert_no_traceback("\n".join(client_child.err_lines))
+
+
 def test_client_sends_piped_lines_in_order_and_quits_at_eof(udp_server, make_udp_client):
     watcher = make_udp_client(udp_server.address, "Наблюдатель")
     lines = ["Привет всем!", "Как дела?", "Ещё одна строка, с «кавычками»"]

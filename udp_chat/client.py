@@ -20,8 +20,8 @@ log = logging.getLogger("udp_chat.client")
 RECV_BYTES = 65535  # any UDP datagram fits
 JOIN_RETRY_START = 0.5  # seconds to wait for the first answer to /join
 MAX_DATAGRAM_BYTES = 65507  # the largest UDP payload over IPv4: 65535 - 8 (UDP) - 20 (IP)
-# After these lines the server no longer counts us: it stops, or removed us after a silence.
-_FORGOTTEN = (protocol.SHUTDOWN_NOTICE, protocol.JOIN_FIRST)
+LOST_NOTICE = "*** Сервер недоступен — клиент завершает работу"  # UDP has no connection to lose
+_FORGOTTEN = (protocol.SHUTDOWN_NOTICE, protocol.JOIN_FIRST)  # the server stops or forgot us
 
 
 class ChatClient:
@@ -181,7 +181,7 @@ def build_parser():
 def main(argv=None):
     """Run the interactive client; return the exit code (0 or 1)."""
     args = build_parser().parse_args(argv)
-    console = Console()
+    console = Console(lost_notice=LOST_NOTICE)
     try:
         client = join(args, console)
     except KeyboardInterrupt:  # Ctrl+C while waiting for the server's answer
