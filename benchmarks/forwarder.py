@@ -14,7 +14,6 @@ never gives it slow readers).
 Run: ``python -m benchmarks.forwarder --port 0``; stop with Ctrl+C or SIGTERM.
 """
 
-import argparse
 import logging
 import selectors
 import signal
@@ -22,7 +21,7 @@ import socket
 import sys
 
 from chat_common import protocol
-from chat_common.cli import setup_logging
+from chat_common.cli import make_parser, port_number, setup_logging
 
 log = logging.getLogger("benchmarks.forwarder")
 RECV_BYTES = 1 << 18
@@ -90,10 +89,13 @@ def forward(blocks, members):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.forwarder",
-                                     description="Простейший пересыльщик строк: потолок нагрузочного стенда.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=5053)
+    parser, options = make_parser("python -m benchmarks.forwarder",
+                                  "Простейший пересыльщик строк: потолок нагрузочного стенда. "
+                                  "Остановка — Ctrl+C.")
+    options.add_argument("--host", default="127.0.0.1", metavar="АДРЕС",
+                         help="адрес (по умолчанию 127.0.0.1)")
+    options.add_argument("--port", type=port_number, default=5053, metavar="ПОРТ",
+                         help="порт (по умолчанию 5053; 0 — любой свободный)")
     args = parser.parse_args(argv)
     setup_logging(False)
     signal.signal(signal.SIGTERM, signal.default_int_handler)

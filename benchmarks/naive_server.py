@@ -18,14 +18,13 @@ Like the classic answers, it swallows exceptions per send, so the benchmark
 itself does not crash.  Run: ``python -m benchmarks.naive_server --port 0``.
 """
 
-import argparse
 import logging
 import signal
 import socket
 import threading
 
 from chat_common import protocol
-from chat_common.cli import setup_logging
+from chat_common.cli import make_parser, port_number, setup_logging
 
 clients = {}  # name -> socket, shared by all threads WITHOUT a lock (the classic bug)
 
@@ -62,9 +61,13 @@ def handle(conn):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.naive_server")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=5052)
+    parser, options = make_parser("python -m benchmarks.naive_server",
+                                  "Наивный сервер чата, заведомо неверный: эталон для сравнения "
+                                  "в нагрузочном стенде. Остановка — Ctrl+C.")
+    options.add_argument("--host", default="127.0.0.1", metavar="АДРЕС",
+                         help="адрес (по умолчанию 127.0.0.1)")
+    options.add_argument("--port", type=port_number, default=5052, metavar="ПОРТ",
+                         help="порт (по умолчанию 5052; 0 — любой свободный)")
     args = parser.parse_args(argv)
     setup_logging(False)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM acts as Ctrl+C
