@@ -4,6 +4,7 @@ and :func:`run_server` is how both servers log, start and stop on Ctrl+C."""
 
 import argparse
 import logging
+import re
 import signal
 import sys
 import time
@@ -11,35 +12,24 @@ import time
 from chat_common import config
 
 
-def _number(text, kind, check, error):
-    try:
-        value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"не число: {text!r}") from None
-    if not check(value):  # NaN fails every comparison, so it is refused too
-        raise argparse.ArgumentTypeError(f"{error}, а не {text}")
-    return value
+def _number_type(kind, check, error):
+    """argparse type: ``kind`` (int, float) passing ``check`` (NaN fails it); else Russian error."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"не число: {text!r}") from None
+        if not check(value):
+            raise argparse.ArgumentTypeError(f"{error}, а не {text}")
+        return value
+    return parse
 
 
-def port_number(text):
-    """argparse type: a port number, 0 to 65535 (int); Russian error otherwise."""
-    return _number(text, int, lambda port: 0 <= port <= 65535, "порт должен быть от 0 до 65535")
-
-
-def positive_int(text):
-    """argparse type: a whole number above zero (int); Russian error otherwise."""
-    return _number(text, int, lambda number: number > 0, "нужно целое число больше нуля")
-
-
-def positive_seconds(text):
-    """argparse type: seconds above zero (float; 0 would make a socket non-blocking)."""
-    return _number(text, float, lambda seconds: 0 < seconds < float("inf"),
-                   "нужно число секунд больше нуля")
-
-
-def loss_rate(text):
-    """argparse type: a probability of loss, 0 <= P < 1 (float)."""
-    return _number(text, float, lambda rate: 0 <= rate < 1, "нужна доля от 0 до 1 (не включая 1)")
+port_number = _number_type(int, lambda port: 0 <= port <= 65535, "порт должен быть от 0 до 65535")
+positive_int = _number_type(int, lambda number: number > 0, "нужно целое число больше нуля")
+positive_seconds = _number_type(float, lambda sec: 0 < sec < float("inf"),  # 0: non-blocking
+                                "нужно число секунд больше нуля")
+loss_rate = _number_type(float, lambda rate: 0 <= rate < 1, "нужна доля от 0 до 1 (не включая 1)")
 
 
 SERVER, CLIENT = "server", "client"
@@ -82,10 +72,22 @@ class _RussianHelpFormatter(argparse.HelpFormatter):
         return super().add_usage(usage, actions, groups, prefix or "Запуск: ")
 
 
+class _RussianParser(argparse.ArgumentParser):
+    """argparse words its own errors in English: these are said in Russian."""
+    ERRORS = {r"argument (\S+): ": r"параметр \1: ", "expected one argument": "нужно значение",
+              r"invalid choice: (\S+) \(choose from (.*)\)": r"нет варианта \1, есть: \2",
+              "unrecognized arguments": "неизвестные параметры", r"invalid \w+ value": "не число"}
+
+    def error(self, message):
+        for english, russian in self.ERRORS.items():
+            message = re.sub(english, russian, message)
+        self.exit(2, f"{self.format_usage()}{self.prog}: ошибка: {message}\n")
+
+
 def make_parser(prog, description):
-    """``(parser, options group)`` with help in Russian (argparse's is English)."""
-    parser = argparse.ArgumentParser(prog=prog, description=description, add_help=False,
-                                     formatter_class=_RussianHelpFormatter)
+    """``(parser, options group)`` with help and errors in Russian (argparse's are English)."""
+    parser = _RussianParser(prog=prog, description=description, add_help=False,
+                            allow_abbrev=False, formatter_class=_RussianHelpFormatter)
     options = parser.add_argument_group("параметры")
     options.add_argument("-h", "--help", action="help", help="показать эту справку и выйти")
     return parser, options

@@ -211,6 +211,29 @@ def test_help_is_russian(run_module, module):
             assert flag in options
 
 
+ALL_PROGRAMS = [*TCP_SERVER_MODULES, "tcp_chat.client", "udp_chat.server", "udp_chat.client",
+                "benchmarks.chat_bench"]
+
+
+@pytest.mark.parametrize("module", ALL_PROGRAMS)
+@pytest.mark.parametrize("args", [["--port", "x"], ["--port"], ["--bogus"], ["--po", "5"]],
+                         ids=["not-a-number", "no-value", "unknown", "abbreviated"])
+def test_usage_errors_are_russian(run_module, module, args):
+    if module == "benchmarks.chat_bench":
+        args = ["--clients" if arg == "--port" else arg for arg in args]
+    process = run_module(module, *args, stdin=subprocess.DEVNULL)
+    out, err = process.communicate(timeout=TIMEOUT)
+    assert process.returncode == 2, err
+    usage, error = err.splitlines()[0], err.splitlines()[-1]
+    assert usage.startswith("Запуск: python -m " + module), err
+    assert error.startswith(f"python -m {module}: ошибка: "), err
+    # Only the program's name, flags and the user's own text may be Latin.
+    words = error.split(": ", 1)[1]
+    for allowed in [*args, module, "python"]:
+        words = words.replace(allowed, "")
+    assert not re.search("[A-Za-z]", words), err
+
+
 # --- Client CLI ---------------------------------------------------------------------------
 def test_client_cli_piped_stdin(server, make_client, run_module):
     watcher = make_client(server.address, "Наблюдатель")
