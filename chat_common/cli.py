@@ -116,11 +116,11 @@ def build_parser(transport, program, prog=None):
 
 def setup_logging(verbose):
     """Log to stderr with timestamps; DEBUG level (message texts) if ``verbose``."""
+    for level, russian in ((logging.DEBUG, "ОТЛАДКА"), (logging.INFO, "ИНФО"),
+                           (logging.WARNING, "ВНИМАНИЕ"), (logging.ERROR, "ОШИБКА")):
+        logging.addLevelName(level, russian)  # people read the log: in Russian
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-
-
-SIGNAL_POLL_INTERVAL = 0.1  # seconds between the main thread's looks for a signal
 
 
 def run_server(server_class, args):
@@ -130,20 +130,19 @@ def run_server(server_class, args):
     raising KeyboardInterrupt could strike inside an Event's lock."""
     setup_logging(args.verbose)
     try:
-        # Every other option is a keyword argument of the same name (see config).
-        limits = {key: value for key, value in vars(args).items()
+        limits = {key: value for key, value in vars(args).items()  # the same names (see config)
                   if key not in ("host", "port", "verbose")}
         server = server_class(args.host, args.port, **limits)
     except OSError as error:
         print(f"Не удалось открыть порт {args.host}:{args.port}: {error}", file=sys.stderr)
         return 1
     received = []  # SIGTERM (kill) stops as Ctrl+C does; SIGINT works even if the shell ignored it
-    signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
-    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda signum, frame: received.append(signum))
     try:
         server.start()
         while not received:
-            time.sleep(SIGNAL_POLL_INTERVAL)  # interruptible on Windows too
+            time.sleep(0.1)  # a look for a signal 10 times a second; interruptible on Windows too
         server.log.info("Получен сигнал остановки")
     finally:
         server.stop()

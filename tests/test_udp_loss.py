@@ -300,7 +300,7 @@ def test_server_cli_warns_about_injected_loss_and_drops_as_seeded(make_peer):
         bound = child.wait_for(child.stderr, BOUND_ADDRESS.search)
         port = int(BOUND_ADDRESS.search(bound)[2])
         warning = child.wait_for(child.stderr, lambda line: "--loss" in line)
-        assert "WARNING" in warning and "30 %" in warning, warning
+        assert "ВНИМАНИЕ" in warning and "30 %" in warning, warning
         peer = make_peer((LOCALHOST, port))
         peer.send("/join Вася")  # lost
         peer.join("Вася")  # kept: the welcome is the first answer

@@ -1,7 +1,6 @@
 """UDP chat client (``python -m udp_chat.client --name Вася``): a receiver
 thread prints, a heartbeat thread pings, the main thread sends what the user
-types.  Also a library with the interface of ``tcp_chat.client.ChatClient``.
-"""
+types.  Also a library with the interface of ``tcp_chat.client.ChatClient``."""
 
 import contextlib
 import logging
@@ -181,6 +180,7 @@ def build_parser():
 def main(argv=None):
     """Run the interactive client; return the exit code (0 or 1)."""
     args = build_parser().parse_args(argv)
+    cli.setup_logging(verbose=False)  # the log shows each /join sent again
     console = Console(lost_notice=LOST_NOTICE)
     try:
         client = join(args, console)
