@@ -107,9 +107,10 @@ def name_key(name):
     return unicodedata.normalize("NFKC", name).casefold()
 
 
-def number(n):
-    """An int in Russian style, thousands apart: ``5 257 152``."""
-    return f"{n:,}".replace(",", " ")
+def number(n, digits=0):
+    """``n`` (int or float) in Russian style, rounded to ``digits`` decimal places:
+    thousands apart, a decimal comma: ``5 257 152``, ``number(0.456, 2)`` is ``0,46``."""
+    return f"{n:,.{digits}f}".replace(",", " ").replace(".", ",")
 
 
 def plural(n, one, few, many):

@@ -280,6 +280,14 @@ def test_number(n, expected):
     assert protocol.number(n) == expected
 
 
+@pytest.mark.parametrize("n, digits, expected", [
+    (0.456, 2, "0,46"), (0.4, 1, "0,4"), (1234567.891, 1, "1 234 567,9"), (9450074.6, 0, "9 450 075"),
+    (62033.5, 0, "62 034"), (2.0, 2, "2,00"), (-1234.5, 1, "-1 234,5"), (1234.5, 3, "1 234,500"),
+])
+def test_number_with_decimals_has_a_comma_and_spaces(n, digits, expected):
+    assert protocol.number(n, digits) == expected
+
+
 def test_listing_that_fits_is_joined_whole():
     names = ["Анна", "Борис", "𐌰𐌱"]
     full = ", ".join(names)
