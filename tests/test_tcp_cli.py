@@ -15,6 +15,7 @@ import importlib
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -401,6 +402,40 @@ def test_client_cli_connection_lost_without_notice_exits_1(run_module):
     assert out.read_all()[-1] == LOST_NOTICE
     assert "Traceback" not in "\n".join(err.read_all())
     process.stdin.close()
+
+
+TELNET = shutil.which("telnet") or shutil.which("inetutils-telnet")
+
+
+@pytest.mark.skipif(TELNET is None or sys.platform == "win32", reason="no telnet program here")
+def test_telnet_is_not_offered_because_it_mangles_cyrillic_bytes():
+    """The README's one line on why ``nc`` and not telnet, checked with the real program.
+
+    telnet in a terminal (a pseudo-terminal here) turns some bytes of Russian
+    letters into telnet commands (IAC = 0xFF): the line is no longer UTF-8."""
+    import pty  # POSIX only
+
+    with socket.create_server((LOCALHOST, 0)) as listener:
+        listener.settimeout(TIMEOUT)
+        controller, terminal = pty.openpty()
+        telnet = subprocess.Popen([TELNET, LOCALHOST, str(listener.getsockname()[1])],
+                                  stdin=terminal, stdout=terminal, stderr=terminal)
+        try:
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(TIMEOUT)
+                os.write(controller, "Ку-ку\r".encode())
+                received = b""
+                while not received.endswith(b"\r\n"):
+                    received += conn.recv(1000)
+        finally:
+            telnet.kill()
+            telnet.wait(TIMEOUT)
+            os.close(controller)
+            os.close(terminal)
+    assert received != "Ку-ку\r\n".encode() and b"\xff" in received, received
+    with pytest.raises(UnicodeDecodeError):
+        received.decode("utf-8")
 
 
 def test_nc_style_client_with_cli_client(server, make_client, run_module, make_raw):
