@@ -32,6 +32,7 @@ from pathlib import Path
 
 from chat_common import config
 from chat_common import protocol
+from report import ru
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = ROOT / "report"
@@ -56,13 +57,22 @@ the build has finished)."""
 TEST_TIMEOUT = 1800
 """Seconds the whole test run of the build may take."""
 
-PACKAGES = ["chat_common", "tcp_chat", "udp_chat"]
-FIRST_FILES = ["chat_common/config.py", "chat_common/protocol.py", "chat_common/text.py",
+APPENDICES = [
+    ("А", "tcp_chat", "Листинги программы TCP"),
+    ("Б", "udp_chat", "Листинги программы UDP"),
+    ("В", "chat_common", "Листинги общих модулей"),
+]
+"""The lettered appendices of the listings: (letter, package, title), in order."""
+
+PACKAGES = [package for _, package, _ in APPENDICES]
+FIRST_FILES = ["tcp_chat/server.py", "tcp_chat/client.py", "tcp_chat/select_server.py",
+               "udp_chat/server.py", "udp_chat/client.py",
+               "chat_common/config.py", "chat_common/protocol.py", "chat_common/text.py",
                "chat_common/framing.py", "chat_common/base_server.py",
-               "tcp_chat/server.py", "tcp_chat/client.py", "udp_chat/server.py", "udp_chat/client.py",
                "chat_common/cli.py", "chat_common/console.py", "chat_common/pinger.py",
-               "chat_common/loss.py", "tcp_chat/select_server.py"]
-"""Order of the listings; other non-empty modules of PACKAGES follow, sorted."""
+               "chat_common/loss.py"]
+"""Order of the listings inside each appendix; other non-empty modules of a
+package follow its listed ones, sorted."""
 
 FILE_ROLES = {
     "chat_common/config.py": "все настройки по умолчанию: адрес, порты, лимиты, тайм-ауты",
@@ -86,48 +96,35 @@ FILE_ROLES = {
 }
 
 TEST_ROLES = {
-    "tests/test_protocol.py": "правила чата из `chat_common.protocol` без сокетов: разбор "
-                              "потока на строки (сообщение кусками, по байту, разрезанная "
-                              "буква UTF-8, слишком длинная строка), проверка текста и имён, "
-                              "команды, кто какие строки получает",
-    "tests/test_tcp_server.py": "протокол сервера TCP, правило за правилом, на настоящих "
-                                "сокетах: выбор имени и тайм-аут, рассылка без эха, команды, "
-                                "сообщение кусками и по байту, концы строк `\\r\\n`, слишком "
-                                "длинные строки и плохие байты, один порядок для всех, "
-                                "медленный читатель, предел подключений, остановка",
-    "tests/test_tcp_cli.py": "программы `tcp_chat.server` и `tcp_chat.client` как отдельные "
-                             "процессы: остановка по сигналу, флаги, занятый порт, справка на "
-                             "русском, ввод из канала, отказ в подключении, уход сервера, "
-                             "клиент вроде `nc`",
-    "tests/test_tcp_outbox.py": "очередь отправки участника (`Outbox`) отдельно: пределы в "
-                                "строках и байтах, досылка при закрытии, порядок",
-    "tests/test_tcp_concurrency.py": "нагрузка на сервер TCP: десятки клиентов одновременно "
-                                     "входят, пишут и выходят; каждое сообщение доходит до "
+    "tests/test_protocol.py": "правила чата без сокетов: разбор потока на строки (куски, "
+                              "по байту, разрезанная буква UTF-8), текст, имена, команды",
+    "tests/test_tcp_server.py": "сервер TCP на настоящих сокетах, правило за правилом: имя и "
+                                "тайм-аут, рассылка, команды, плохие байты, порядок, "
+                                "медленный читатель, пределы, остановка",
+    "tests/test_tcp_cli.py": "программы TCP как процессы: сигналы, флаги, занятый порт, "
+                             "справка, ввод из канала, клиент вроде `nc`",
+    "tests/test_tcp_outbox.py": "очередь отправки `Outbox`: пределы в строках и байтах, "
+                                "досылка при закрытии, порядок",
+    "tests/test_tcp_concurrency.py": "десятки клиентов сразу: каждое сообщение доходит до "
                                      "каждого ровно один раз и в одном порядке",
-    "tests/test_udp_server.py": "протокол сервера UDP: `/join`, команды, плохие датаграммы, "
-                                "ответ постороннему адресу без усиления, сигналы присутствия "
-                                "и удаление молчащих",
-    "tests/test_text.py": "правила текста без сокетов: символы смены направления и невидимые, "
-                          "имена-двойники из разных алфавитов, имена с огласовками, "
-                          "склонение числительных, сокращённые списки",
-    "tests/test_hardening.py": "защита от злоупотреблений: память на один `recv` с тысячами "
-                               "`/users`, серия неверных имён, массовое удаление молчащих UDP, "
-                               "предел участников, размер ответов, ответ на поддельный адрес",
-    "tests/test_udp_loss.py": "искусственные потери ровно по зерну, вход с повтором `/join` "
-                              "и удвоением ожидания, отказ после тайм-аута, флаги",
-    "tests/test_pinger.py": "пингер: ответы `*** pong`, потери по зерну, вывод и итоги, "
-                            "команда `/ping` в настоящих клиентах TCP и UDP",
+    "tests/test_udp_server.py": "сервер UDP: `/join`, команды, плохие датаграммы, ответ "
+                                "постороннему адресу, сигналы присутствия",
+    "tests/test_text.py": "правила текста: невидимые символы и смена направления, "
+                          "имена-двойники, склонение числительных, списки",
+    "tests/test_hardening.py": "защита от злоупотреблений: тысячи `/users` в одном `recv`, "
+                               "серия неверных имён, пределы участников и ответов",
+    "tests/test_udp_loss.py": "искусственные потери по зерну, повтор `/join` с удвоением "
+                              "ожидания, отказ после тайм-аута",
+    "tests/test_pinger.py": "пингер: ответы `*** pong`, потери, итоги, `/ping` в клиентах "
+                            "TCP и UDP",
     "tests/test_console.py": "терминал клиента: перерисовка приглашения, команда `/ping`",
-    "tests/test_udp_cli.py": "клиент и сервер UDP как отдельные процессы: ввод из канала, "
-                             "недоступный сервер, остановка по сигналу",
-    "tests/test_notebooks.py": "блокноты `notebooks/*.ipynb` выполняются целиком в новом "
-                               "ядре без ошибок",
-    "tests/test_benchmarks.py": "замеры `benchmarks/` на малых прогонах: серверы TCP и UDP, "
-                                "наивный сервер для сравнения, подсчёт доставленного по "
-                                "содержимому, ограничение времени, командная строка",
-    "tests/test_report.py": "отчёт не устарел: `report.md` совпадает с тем, что собрала бы "
-                            "сборка из текущего кода, число тестов в `test_run.json` — с "
-                            "текущим, PDF есть",
+    "tests/test_udp_cli.py": "программы UDP как процессы: ввод из канала, недоступный "
+                             "сервер, остановка по сигналу",
+    "tests/test_notebooks.py": "блокноты `notebooks/*.ipynb` выполняются целиком без ошибок",
+    "tests/test_benchmarks.py": "стенд замеров `benchmarks/` на малых прогонах: все варианты "
+                                "серверов, подсчёт доставленного, командная строка",
+    "tests/test_report.py": "отчёт не устарел: `report.md` совпадает со сборкой из текущего "
+                            "кода, приложения на месте, PDF есть",
 }
 
 CONFIG_ROLES = {
@@ -187,33 +184,16 @@ def table(header, rows, align=None):
     return "\n".join(lines)
 
 
-def number(value, digits=None):
-    """A number in Russian style: decimal comma, thin groups of thousands."""
+def number(value):
+    """A setting or count as the report writes it: thousands apart for an
+    ``int`` (:func:`report.ru.integer`), a decimal comma for a ``float``."""
     if isinstance(value, bool):
         return "да" if value else "нет"
     if isinstance(value, int):
-        text = f"{value:,}".replace(",", "\u202f")
-        return text if abs(value) >= 10000 else str(value)
+        return ru.integer(value)
     if isinstance(value, float):
-        if digits is None:
-            digits = 0 if abs(value) >= 100 else 1 if abs(value) >= 10 else 2 if abs(value) >= 1 else 3
-        text = f"{value:.{digits}f}"
-        if abs(value) >= 10000:
-            whole, _, frac = text.partition(".")
-            whole = f"{int(whole):,}".replace(",", "\u202f")
-            text = whole + ("." + frac if frac else "")
-        return text.replace(".", ",")
+        return ru.seconds(value)
     return str(value)
-
-
-def plural(n, one, few, many):
-    """Russian plural: plural(5, "тест", "теста", "тестов") -> "тестов"."""
-    n = abs(n)
-    if n % 10 == 1 and n % 100 != 11:
-        return one
-    if 2 <= n % 10 <= 4 and not 12 <= n % 100 <= 14:
-        return few
-    return many
 
 
 def slug(text):
@@ -240,44 +220,85 @@ def module_docstring(path):
 
 # --- Listings -------------------------------------------------------------------
 def listing_files():
-    """Source files of the kit in listing order (list of paths relative to ROOT)."""
-    found = []
+    """Source files of the kit in listing order (list of paths relative to ROOT):
+    appendix by appendix, in each the files of :data:`FIRST_FILES` first."""
+    ordered = []
     for package in PACKAGES:
-        for path in sorted((ROOT / package).glob("*.py")):
-            if path.read_text(encoding="utf-8").strip():
-                found.append(rel(path))
-    ordered = [name for name in FIRST_FILES if name in found]
-    return ordered + sorted(name for name in found if name not in ordered)
+        found = [rel(path) for path in sorted((ROOT / package).glob("*.py"))
+                 if path.read_text(encoding="utf-8").strip()]
+        ordered += [name for name in FIRST_FILES if name in found]
+        ordered += [name for name in found if name not in FIRST_FILES]
+    return ordered
+
+
+def listing_numbers():
+    """``{path: "А.1"}``: the number of each file's listing, appendix letter first."""
+    letters = {package: letter for letter, package, _ in APPENDICES}
+    numbers, counts = {}, {}
+    for name in listing_files():
+        letter = letters[name.split("/")[0]]
+        counts[letter] = counts.get(letter, 0) + 1
+        numbers[name] = f"{letter}.{counts[letter]}"
+    return numbers
+
+
+def appendix_heading(letter, title):
+    return f"ПРИЛОЖЕНИЕ {letter} — {title}"
 
 
 def count_lines(path):
     return len((ROOT / path).read_text(encoding="utf-8").splitlines())
 
 
+def lines_of(path):
+    """``"250 строк"``: the length of a file, as the report writes it."""
+    return ru.count(count_lines(path), "строка", "строки", "строк")
+
+
 def code_size_table():
+    """The files of the program: their length and where their listing is."""
     rows = []
     total = 0
+    numbers = listing_numbers()
     for name in listing_files():
         lines = count_lines(name)
         total += lines
-        role = FILE_ROLES.get(name) or module_docstring(ROOT / name) or "—"
-        rows.append([f"`{name}`", role, lines])
-    rows.append(["**всего**", "", f"**{total}**"])
-    return "Таблица {{tab:code}} — Файлы программы\n\n" + table(
-        ["файл", "назначение", "строк"], rows, "llr")
+        rows.append([f"`{name}`", ru.integer(lines), numbers[name]])
+    rows.append(["**всего**", f"**{ru.integer(total)}**", ""])
+    return ("Таблица {{tab:code}} — Файлы программы: длина и листинг в приложениях "
+            "(назначение каждого файла — в подписи его листинга)\n\n"
+            + table(["файл", "строк", "листинг"], rows, "lrl"))
 
 
-def listings():
+def appendices():
+    """The appendices А, Б, В: the whole text of every file, read from the file."""
+    numbers = listing_numbers()
     parts = []
-    for index, name in enumerate(listing_files(), start=1):
-        text = (ROOT / name).read_text(encoding="utf-8")
-        role = FILE_ROLES.get(name, "")
-        parts.append(f"### 5.{index}. Файл {name}\n\n"
-                     f"Листинг {{{{lst:{name}}}}} — `{name}`"
-                     + (f": {role}" if role else "")
-                     + f" ({count_lines(name)} {plural(count_lines(name), 'строка', 'строки', 'строк')})"
-                     + "\n\n" + fence(text, "python"))
+    for letter, package, title in APPENDICES:
+        files = [name for name in listing_files() if name.split("/")[0] == package]
+        out = [f"## {appendix_heading(letter, title)}",
+               f"Полный текст {'файла' if len(files) == 1 else 'файлов'} пакета `{package}` "
+               "на момент сборки отчёта; сборка читает его прямо из файлов."]
+        if package == "chat_common":
+            out.append("Значения по умолчанию из `chat_common/config.py` (листинг "
+                       f"{numbers['chat_common/config.py']}) собраны в таблице "
+                       "{{tab:config}}; флаги командной строки меняют их для одного запуска.")
+            out.append(config_table())
+        for name in files:
+            role = FILE_ROLES.get(name) or module_docstring(ROOT / name) or "Модуль"
+            out.append(f"Листинг {numbers[name]} — {role[0].upper() + role[1:]} "
+                       f"(`{name}`, {lines_of(name)})\n\n"
+                       + fence((ROOT / name).read_text(encoding="utf-8"), "python"))
+        parts.append("\n\n".join(out))
     return "\n\n".join(parts)
+
+
+def see_listing(name):
+    """``"приложение А, листинг А.1"``: where the listing of ``name`` is."""
+    number_ = listing_numbers().get(name)
+    if number_ is None:
+        raise BuildError(f"{{{{see:{name}}}}} в {rel(TEMPLATE)}: такого файла в листингах нет")
+    return f"приложение {number_.split('.')[0]}, листинг {number_}"
 
 
 def config_table():
@@ -285,34 +306,50 @@ def config_table():
     for name, value in vars(config).items():
         if not name.isupper():
             continue
-        if isinstance(value, float):
-            shown = f"{value:g}".replace(".", ",")
-        elif isinstance(value, int):
-            shown = number(value)
+        if name.endswith("PORT"):
+            shown = str(value)  # a port is a name, not a quantity: never grouped
         else:
-            shown = str(value)
-        rows.append([f"`{name}`", f"`{shown}`", CONFIG_ROLES.get(name, "—")])
+            shown = number(value)
+        rows.append([f"`{name}`", shown, CONFIG_ROLES.get(name, "—")])
     return "Таблица {{tab:config}} — Настройки из `chat_common/config.py`\n\n" + table(
         ["имя", "значение", "смысл"], rows, "lrl")
 
 
 # --- Demonstration ------------------------------------------------------------------
 def demo_section(sessions):
-    """Markdown of both transcripts (``sessions`` from :func:`report.demo.run_all`)."""
-    parts = []
-    for number_, (variant, session) in enumerate(sessions.items(), start=1):
-        out = [f"### 6.{number_}. Сеанс {variant}"]
-        rows = [[i, who, f"`{text}`", note] for i, (who, text, note)
-                in enumerate(session.steps, start=1)]
-        out.append(f"Таблица {{{{tab:demo-{variant}}}}} — Сценарий сеанса {variant}: "
-                   "кто что отправил, по порядку\n\n"
-                   + table(["шаг", "кто", "отправлено", "зачем"], rows, "rlll"))
+    """Markdown of the transcripts (``sessions`` from :func:`report.demo.run_all`).
+
+    When both variants say the same after the welcome (what
+    :func:`demo_conclusion` says), one table gives both scripts and only the
+    TCP transcripts are shown; otherwise everything of both.
+    """
+    tcp, udp = sessions["TCP"], sessions["UDP"]
+    out = []
+    if _same_after_welcome(sessions):
+        rows = []
+        for index, ((who, sent, note), (_, udp_sent, _)) in enumerate(
+                zip(tcp.steps, udp.steps), start=1):
+            shown_sent = f"`{sent}`" if udp_sent == sent else f"`{sent}` (UDP: `{udp_sent}`)"
+            rows.append([index, who, shown_sent, note])
+        out.append("Таблица {{tab:demo}} — Сценарий сеансов TCP и UDP: кто что отправил, "
+                   "по порядку\n\n" + table(["шаг", "кто", "отправлено", "зачем"], rows, "rlll"))
+        shown = {"TCP": tcp}
+    else:
+        for variant, session in sessions.items():
+            rows = [[i, who, f"`{text}`", note] for i, (who, text, note)
+                    in enumerate(session.steps, start=1)]
+            out.append(f"Таблица {{{{tab:demo-{variant}}}}} — Сценарий сеанса {variant}: "
+                       "кто что отправил, по порядку\n\n"
+                       + table(["шаг", "кто", "отправлено", "зачем"], rows, "rlll"))
+        shown = sessions
+    for variant, session in shown.items():
         for user in session.users:
-            out.append(f"Терминал участника «{user}» ({variant}):\n\n" + fence("\n".join(session.seen[user]), "text"))
+            out.append(f"Терминал участника «{user}» ({variant}):\n\n"
+                       + fence("\n".join(session.seen[user]), "text"))
+    for session in sessions.values():
         for title, lines in session.extra:
-            out.append(f"{title}:\n\n" + fence("\n".join(lines), "text"))
-        parts.append("\n\n".join(out))
-    return "\n\n".join(parts)
+            out.append(f"{title} ({session.variant}):\n\n" + fence("\n".join(lines), "text"))
+    return "\n\n".join(out)
 
 
 # --- Tests -------------------------------------------------------------------------
@@ -417,19 +454,20 @@ def tests_section(run):
         if got is None:  # the report's own test, or a file added after the run
             result = "—"
         else:
-            result = f"{got['passed']} / {got['failed']} / {got['skipped']}"
+            result = " / ".join(ru.integer(got[key]) for key in ("passed", "failed", "skipped"))
         role = TEST_ROLES.get(path) or module_docstring(ROOT / path) or "—"
-        rows.append([f"`{path.removeprefix('tests/')}`", role, count, result])
+        rows.append([f"`{path.removeprefix('tests/')}`", role, ru.integer(count), result])
     total = run["collected_total"]
     r = run["run"]
-    rows.append(["**всего**", "", f"**{total}**",
-                 f"**{r['passed']} / {r['failed']} / {r['skipped']}**"])
+    totals = " / ".join(ru.integer(r[key]) for key in ("passed", "failed", "skipped"))
+    rows.append(["**всего**", "", f"**{ru.integer(total)}**", f"**{totals}**"])
     env = run["environment"]
     out = [
-        f"Набор тестов (pytest и pytest-timeout) насчитывает **{total}** "
-        f"{plural(total, 'тест', 'теста', 'тестов')} в {len(collected)} "
-        f"{plural(len(collected), 'файле', 'файлах', 'файлах')} "
-        "(число тестов в каждом файле взято из `python -m pytest --collect-only -q`). "
+        f"Набор тестов (pytest и pytest-timeout) насчитывает **{ru.integer(total)}** "
+        f"{ru.noun(total, 'тест', 'теста', 'тестов')} в "
+        f"{ru.count(len(collected), 'файле', 'файлах', 'файлах')} "
+        f"(таблица {{{{tab:tests}}}}; число тестов в каждом файле взято из "
+        "`python -m pytest --collect-only -q`). "
         "Все тесты работают с настоящими сокетами на 127.0.0.1 и портами, которые "
         "выбирает система, поэтому не мешают запущенному вручную чату. "
         "Каждое ожидание в тестах ограничено по времени, а pytest-timeout "
@@ -437,21 +475,19 @@ def tests_section(run):
         "Таблица {{tab:tests}} — Что проверяют тесты (файлы в папке `tests/`; результат "
         "прогона: пройдено / не пройдено / пропущено)\n\n"
         + table(["файл", "что проверяется", "тестов", "результат"], rows, "llrr"),
-        "Результат прогона, выполненного сборкой отчёта командой "
-        f"`{run['command']}` (Python {env['python']}, pytest {env['pytest']}, "
-        f"{env['system']}, процессоров: {env['cpus']}):",
     ]
-    status = (f"- пройдено: **{r['passed']}**;\n"
-              f"- не пройдено: **{r['failed']}**;\n"
-              f"- пропущено: **{r['skipped']}**;\n"
-              f"- время прогона: {number(float(r['seconds']), 0)} с.")
-    out.append(status)
+    status = (f"Прогон выполнила сборка отчёта командой `{run['command']}` (Python "
+              f"{env['python']}, pytest {env['pytest']}, {env['system']}, процессоров: "
+              f"{env['cpus']}) за {ru.count(round(r['seconds']), 'секунду', 'секунды', 'секунд')}: "
+              f"пройдено — {ru.integer(r['passed'])}, не пройдено — {ru.integer(r['failed'])}, "
+              f"пропущено — {ru.integer(r['skipped'])}.")
     if r["failed"]:
         shown = r["failures"][:30]
-        out.append("Не прошли:\n\n" + "\n".join(f"- `{name}`" for name in shown)
-                   + ("\n- …" if len(r["failures"]) > len(shown) else ""))
+        status += " Не прошли:\n\n" + "\n".join(f"- `{name}`" for name in shown) \
+            + ("\n- …" if len(r["failures"]) > len(shown) else "")
     elif r["total"]:
-        out.append("Все запущенные тесты пройдены.")
+        status += " Все запущенные тесты пройдены."
+    out.append(status)
     out.append(f"Файл `{SELF_TEST}` проверяет сам отчёт, поэтому сборка его не запускает; "
                "он выполняется при обычном `python -m pytest` вместе с остальными.")
     return "\n\n".join(out)
@@ -465,16 +501,24 @@ def _after_welcome(lines):
     return lines
 
 
+def _same_after_welcome(sessions):
+    """Whether both variants played the same script and showed the same lines
+    after each user's welcome."""
+    tcp, udp = sessions["TCP"], sessions["UDP"]
+    return len(tcp.steps) == len(udp.steps) and tcp.users == udp.users and all(
+        _after_welcome(tcp.seen[user]) == _after_welcome(udp.seen[user]) for user in tcp.users)
+
+
 def demo_conclusion(sessions):
     """A sentence comparing the TCP and UDP transcripts, true to what they show."""
-    tcp, udp = sessions["TCP"], sessions["UDP"]
-    same = all(_after_welcome(tcp.seen[user]) == _after_welcome(udp.seen[user])
-               for user in tcp.users)
+    same = _same_after_welcome(sessions)
     if same:
-        return ("После входа в чат сеансы TCP и UDP совпадают строка в строку: правила "
-                "чата у вариантов общие (`ChatRoom`), различается только транспорт. "
-                "Отличается лишь вход: по TCP сервер сам спрашивает имя, по UDP клиент "
-                "отправляет датаграмму `/join ИМЯ`.")
+        return ("Терминалы UDP здесь не повторены: после входа в чат они совпадают с "
+                "терминалами TCP строка в строку, потому что правила чата у вариантов общие "
+                "(`ChatRoom`), а различается только транспорт. Отличается лишь вход: по TCP "
+                "сервер сам присылает приглашение и принимает имя первой строкой, по UDP "
+                "клиент отправляет датаграмму `/join ИМЯ` (таблица {{tab:demo}}) и "
+                "приглашения не получает.")
     return ("Сеансы TCP и UDP после входа в чат различаются (см. выше), хотя правила "
             "чата у вариантов общие (`ChatRoom`): различия вносит транспорт.")
 
@@ -492,25 +536,38 @@ def measurement_conclusions():
     return measurements.conclusions(FIGURES)
 
 
+def measurement_fact(key):
+    """``{{meas:key}}``: a sentence of :func:`report.measurements.facts` ("" without data)."""
+    from report import measurements
+
+    facts = measurements.facts(FIGURES)
+    if key not in measurements.FACT_KEYS:
+        raise BuildError(f"{{{{meas:{key}}}}} в {rel(TEMPLATE)}: нет такого факта замеров "
+                         f"(есть: {', '.join(measurements.FACT_KEYS)})")
+    return facts.get(key, "")
+
+
+# --- Lines of the chat quoted by the report ---------------------------------------------
+def tcp_full_line():
+    """What the TCP server answers a connection beyond ``MAX_CLIENTS``."""
+    return protocol.server_full_line(config.MAX_CLIENTS)
+
+
+def udp_full_line():
+    """What the UDP server answers a ``/join`` beyond ``MAX_MEMBERS``: asked of the rules."""
+    room = protocol.ChatRoom(join_command=True, max_members=config.MAX_MEMBERS)
+    for index in range(config.MAX_MEMBERS):
+        room.join(index, f"u{index}")
+    try:
+        room.join("one more", "u")
+    except protocol.NameRefused as error:
+        return protocol.error_line(str(error))
+    raise BuildError("сервер UDP не отказал участнику сверх MAX_MEMBERS")
+
+
 # --- Assembling the document ------------------------------------------------------------
-def _numbering(text):
-    """Replace ``{{fig:key}}``, ``{{tab:key}}`` and ``{{lst:key}}`` with numbers,
-    in order of first appearance, each kind counted separately."""
-    seen = {}
-
-    def replace(match):
-        kind, key = match.group(1), match.group(2)
-        numbers = seen.setdefault(kind, {})
-        if key not in numbers:
-            numbers[key] = len(numbers) + 1
-        return str(numbers[key])
-
-    return re.sub(r"\{\{(fig|tab|lst):([^}]+)\}\}", replace, text)
-
-
-def _headings(text):
-    """``(level, title)`` of the ``##`` and ``###`` headings outside code blocks."""
-    found = []
+def _lines_outside_code(text):
+    """``(line, in_code)`` for each line of ``text``; fence lines count as code."""
     fence_mark = None
     for line in text.splitlines():
         stripped = line.strip()
@@ -521,18 +578,107 @@ def _headings(text):
                 fence_mark = mark
             elif mark.startswith(fence_mark) and stripped == mark:
                 fence_mark = None
+            yield line, True
             continue
-        if fence_mark is None:
-            match = re.match(r"^(#{2,3}) (.+)$", line)
-            if match:
-                found.append((len(match.group(1)), match.group(2).strip()))
+        yield line, fence_mark is not None
+
+
+def structural(title):
+    """Whether a ``##`` heading is a structural element of ГОСТ 7.32, written in
+    capitals and not numbered (СОДЕРЖАНИЕ, ЗАКЛЮЧЕНИЕ, ПРИЛОЖЕНИЕ А — …)."""
+    head = title.split(" — ")[0]
+    return head.isupper()
+
+
+def number_headings(text):
+    """Number the ``##`` sections and their ``###`` subsections as ГОСТ 7.32
+    does (``## 3 Краткая теория``, ``### 3.1 Сокеты``), leaving the structural
+    elements unnumbered; return ``(text, {title: number})``."""
+    numbers = {}
+    out = []
+    section = subsection = 0
+    numbered = False
+    for line, in_code in _lines_outside_code(text):
+        match = None if in_code else re.match(r"^(#{2,3}) (.+)$", line)
+        if match:
+            marks, title = match.group(1), match.group(2).strip()
+            if len(marks) == 2:
+                numbered = not structural(title)
+                if numbered:
+                    section, subsection = section + 1, 0
+                    current = str(section)
+            elif numbered:
+                subsection += 1
+                current = f"{section}.{subsection}"
+            if numbered:
+                if title in numbers:
+                    raise BuildError(f"два раздела с заголовком «{title}»")
+                numbers[title] = current
+                line = f"{marks} {current} {title}"
+        out.append(line)
+    return "\n".join(out), numbers
+
+
+def _sections(text, numbers):
+    """Replace ``{{sec:Заголовок}}`` with the number of that section."""
+    def replace(match):
+        title = match.group(1)
+        if title not in numbers:
+            raise BuildError(f"{{{{sec:{title}}}}}: нет раздела с таким заголовком")
+        return numbers[title]
+
+    return re.sub(r"\{\{sec:([^}]+)\}\}", replace, text)
+
+
+def _numbering(text):
+    """Replace ``{{fig:key}}`` and ``{{tab:key}}`` with numbers: figures and
+    tables are numbered in the order of their captions (``Рисунок {{fig:key}} —``,
+    ``Таблица {{tab:key}} —``), through the body, and in an appendix with its
+    letter (``Таблица В.1``), as ГОСТ 7.32 has it.  A reference to a figure or
+    table without a caption is an error."""
+    names = {"fig": "Рисунок", "tab": "Таблица"}
+    numbers, counts = {}, {}
+    appendices = [(match.start(), match.group(1)) for match in
+                  re.finditer(r"^## ПРИЛОЖЕНИЕ (\w)\b", text, flags=re.M)]
+    for match in re.finditer(r"(?:Рисунок|Таблица) \{\{(fig|tab):([^}]+)\}\} —", text):
+        kind, key = match.groups()
+        letter = ""
+        for start, name in appendices:
+            if start < match.start():
+                letter = name
+        kinds = numbers.setdefault(kind, {})
+        if key in kinds:
+            raise BuildError(f"две подписи «{names[kind]} {{{{{kind}:{key}}}}}»")
+        counts[kind, letter] = counts.get((kind, letter), 0) + 1
+        kinds[key] = f"{letter}.{counts[kind, letter]}" if letter else str(counts[kind, letter])
+
+    def replace(match):
+        kind, key = match.group(1), match.group(2)
+        if key not in numbers.get(kind, {}):
+            raise BuildError(f"ссылка на {{{{{kind}:{key}}}}}, а подписи «{names[kind]} "
+                             f"{{{{{kind}:{key}}}}} — …» нет")
+        return str(numbers[kind][key])
+
+    return re.sub(r"\{\{(fig|tab):([^}]+)\}\}", replace, text)
+
+
+def _headings(text):
+    """``(level, title)`` of the ``##`` and ``###`` headings outside code blocks."""
+    found = []
+    for line, in_code in _lines_outside_code(text):
+        match = None if in_code else re.match(r"^(#{2,3}) (.+)$", line)
+        if match:
+            found.append((len(match.group(1)), match.group(2).strip()))
     return found
+
+
+CONTENTS = "СОДЕРЖАНИЕ"
 
 
 def table_of_contents(text):
     lines = []
     for level, title in _headings(text):
-        if title == "Содержание":
+        if title == CONTENTS:
             continue
         indent = "" if level == 2 else "    "
         lines.append(f"{indent}- [{title}](#{slug(title)})")
@@ -554,12 +700,14 @@ def generate_markdown(sessions=None, run=None):
     values = {
         "code_sizes": code_size_table,
         "config_table": config_table,
-        "listings": listings,
+        "appendices": appendices,
         "demo": lambda: demo_section(sessions),
         "tests": lambda: tests_section(run),
         "measurements": measurements_section,
         "measurement_conclusions": measurement_conclusions,
         "demo_conclusion": lambda: demo_conclusion(sessions),
+        "tcp_full_line": tcp_full_line,
+        "udp_full_line": udp_full_line,
     }
     text = TEMPLATE.read_text(encoding="utf-8")
     # The template's own comment (how to edit it) gives way to a warning
@@ -569,10 +717,7 @@ def generate_markdown(sessions=None, run=None):
     def replace(match):
         key = match.group(1)
         if key.startswith("cfg."):
-            value = getattr(config, key[4:])
-            if isinstance(value, float):
-                return f"{value:g}".replace(".", ",")
-            return number(value) if isinstance(value, int) else str(value)
+            return number(getattr(config, key[4:]))
         if key.startswith("const:"):
             # {{const:package.module.NAME}}: a constant of the chat code.
             module_name, _, name = key[6:].rpartition(".")
@@ -580,16 +725,21 @@ def generate_markdown(sessions=None, run=None):
                 value = getattr(importlib.import_module(module_name), name)
             except (ImportError, AttributeError) as error:
                 raise BuildError(f"{{{{{key}}}}} в {rel(TEMPLATE)}: {error}") from None
-            if isinstance(value, float):
-                return f"{value:g}".replace(".", ",")
-            return number(value) if isinstance(value, int) else str(value)
+            return number(value)
+        if key.startswith("see:"):
+            return see_listing(key[4:])
+        if key.startswith("meas:"):
+            return measurement_fact(key[5:])
         if key in values:
             return values[key]()
         if key == "toc":
             return match.group(0)  # filled in last
         raise BuildError(f"неизвестная подстановка {{{{{key}}}}} в {rel(TEMPLATE)}")
 
-    text = re.sub(r"\{\{([a-z_]+|cfg\.[A-Z_]+|const:[a-z_.]+\.[A-Z_]+)\}\}", replace, text)
+    text = re.sub(r"\{\{([a-z_]+|cfg\.[A-Z_]+|const:[a-z_.]+\.[A-Z_]+|see:[a-z_/.]+"
+                  r"|meas:[a-z_]+)\}\}", replace, text)
+    text, numbers = number_headings(text)
+    text = _sections(text, numbers)
     text = _numbering(text)
     text = text.replace("{{toc}}", table_of_contents(text))
     leftover = re.findall(r"\{\{[^}]*\}\}", text)

@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
 
 from chat_common import config  # noqa: E402
+from report import ru  # noqa: E402
 
 DPI = 200
 SCALE = 0.72
@@ -105,9 +106,7 @@ def _label(ax, x, y, text, *, size=8, color="#333333", ha="center", va="center",
 # --- Architecture and threads ------------------------------------------------
 def architecture(path):
     """Packages (top), threads of the servers and clients (bottom)."""
-    fig, ax = _figure(11.0, 8.6)
-
-    _label(ax, 5.5, 8.35, "Архитектура набора и потоки программ", size=13, weight="bold")
+    fig, ax = _figure(11.0, 8.15)  # no title: the report's caption names the figure
 
     # chat_common across the top.
     _box(ax, 0.3, 6.45, 10.4, 1.55, "", fill=COMMON, lw=1.3)
@@ -186,29 +185,28 @@ def architecture(path):
 class Sequence:
     """A small sequence diagram: lifelines left to right, messages top down."""
 
-    def __init__(self, title, participants, steps, width=11.0, step=0.48):
-        self.title = title
+    def __init__(self, participants, steps, width=11.0, step=0.42):
         self.participants = participants
         self.steps = steps
         self.width = width
         self.step = step
 
     def draw(self, path):
-        height = 1.6 + self.step * len(self.steps) + 0.6
+        # No title: the report's caption names the figure.
+        height = 1.0 + self.step * len(self.steps) + 0.35
         fig, ax = _figure(self.width, height)
-        _label(ax, self.width / 2, height - 0.3, self.title, size=13, weight="bold")
         n = len(self.participants)
         margin = 1.1
         span = self.width - 2 * margin
         xs = [margin + span * i / (n - 1) for i in range(n)]
-        head_y = height - 0.95
+        head_y = height - 0.4
         bottom = 0.35
         for x, name in zip(xs, self.participants):
             _box(ax, x - 0.9, head_y - 0.3, 1.8, 0.6, name, size=9, weight="bold",
                  fill=COMMON)
             ax.plot([x, x], [bottom, head_y - 0.3], color="#8795a5", linewidth=1.0,
                     linestyle=(0, (5, 4)), zorder=0)
-        y = head_y - 0.75
+        y = head_y - 0.7
         for item in self.steps:
             kind = item[0]
             if kind == "msg":
@@ -221,13 +219,13 @@ class Sequence:
                     _label(ax, x1 + 0.15, y, text, size=8.8, ha="left", color=color)
                 else:
                     _arrow(ax, (x1, y), (x2, y), color=color, dashed=how in ("reply", "lost"))
-                    _label(ax, (x1 + x2) / 2, y + 0.15, text, size=8.8, color=color,
+                    _label(ax, (x1 + x2) / 2, y + 0.14, text, size=8.8, color=color,
                            background="white")
             elif kind == "note":
                 _, a, b, text = item
                 left = min(xs[a], xs[b]) - 0.8
                 right = max(xs[a], xs[b]) + 0.8
-                _box(ax, left, y - 0.18, right - left, 0.36, text, size=8.5, fill=NOTE,
+                _box(ax, left, y - 0.15, right - left, 0.3, text, size=8.5, fill=NOTE,
                      style="square,pad=0", edge="#c9b98a", lw=0.8)
             y -= self.step
         _save(fig, path)
@@ -256,8 +254,7 @@ def tcp_sequence(path):
         ("msg", S, B, "*** Анна выходит из чата", "reply"),
         ("note", A, B, "обрыв или EOF без /quit дают то же уведомление, ровно один раз"),
     ]
-    Sequence("Сеанс TCP: вход, сообщения, выход",
-             ["Клиент «Анна»", "Сервер TCP", "Клиент «Борис»"], steps).draw(path)
+    Sequence(["Клиент «Анна»", "Сервер TCP", "Клиент «Борис»"], steps).draw(path)
 
 
 def udp_sequence(path):
@@ -270,7 +267,7 @@ def udp_sequence(path):
         ("msg", S, A, "*** Добро пожаловать, Анна! …", "reply"),
         ("msg", S, B, "*** Анна входит в чат", "reply"),
         ("note", A, B, "одна датаграмма — одно сообщение, не длиннее "
-                       f"{config.MAX_MESSAGE_BYTES} байт; доставка и порядок не гарантированы"),
+                       f"{ru.integer(config.MAX_MESSAGE_BYTES)} байт; доставка и порядок не гарантированы"),
         ("msg", A, S, "Всем привет!", "call"),
         ("msg", S, B, "Анна: Всем привет!", "reply"),
         ("msg", B, S, f"/ping (раз в {config.HEARTBEAT_INTERVAL:g} с, без ответа)", "call"),
@@ -282,8 +279,7 @@ def udp_sequence(path):
         ("msg", S, A, "*** До свидания, Анна!", "reply"),
         ("note", A, S, "никакого FIN: сервер просто забывает адрес"),
     ]
-    Sequence("Сеанс UDP: вход, сообщения, сигналы присутствия, выход",
-             ["Клиент «Анна»", "Сервер UDP", "Клиент «Борис»"], steps).draw(path)
+    Sequence(["Клиент «Анна»", "Сервер UDP", "Клиент «Борис»"], steps).draw(path)
 
 
 DIAGRAMS = {

@@ -1,26 +1,39 @@
-"""The measurements section: figures and numbers saved by notebooks/03_timing.ipynb.
+"""The measurements section: figures and numbers saved by the notebooks.
 
-The notebook measures (it takes a minute or more and its numbers vary from run
-to run); the report only shows what the notebook last saved in
-``report/figures/``: the PNG plots and ``timing.json`` with every run of the
-benchmark harness, the captions of the plots, a summary and the notebook's
-own discussion of the numbers.  So the report text changes only when the
-notebook is run again, never by itself.  Anything missing gives a clear
-sentence in the report instead of an error.
+The notebooks measure (it takes a minute or more and the numbers vary from run
+to run); the report only shows what they last saved in ``report/figures/``:
+the PNG plots, ``timing.json`` with every run of the benchmark harness
+(``notebooks/03_timing.ipynb``) and ``udp_ping.json`` (``notebooks/02_udp_chat.ipynb``).
+So the report text changes only when a notebook is run again, never by
+itself.  Anything missing gives a clear sentence in the report instead of an
+error.
+
+Every number the text quotes is taken from the same run and written by the
+same function (:mod:`report.ru`) with the same digits as the table or plot
+it comes from, so text and tables never disagree.
 
 ``timing.json`` (written by the notebook)::
 
     {"machine": {...}, "figures": {"stem": "caption", ...},
-     "summary": {...}, "analysis_markdown": "...", "runs": [{...}, ...]}
+     "summary": {...}, "runs": [{...}, ...]}
 
 The keys of a run are those of ``benchmarks.chat_bench.run_benchmark``.
+
+The section is a list of subsections, :data:`SUBSECTIONS`: each is a function
+``(Data) -> str`` that returns its Markdown (``""`` to leave it out) and
+claims the plots it shows with :meth:`Data.figure`.  To add one, write such a
+function and put it in the list; plots nobody claimed are shown at the end.
 """
 
 import json
 import math
 from pathlib import Path
 
+from chat_common import config
+from report import ru
+
 DATA = "timing.json"
+PING_DATA, PING_FIGURE = "udp_ping.json", "udp_ping_loss"
 
 PLACEHOLDER = (
     "Замеры ещё не выполнены: графиков в `report/figures/` нет. Выполните блокнот "
@@ -36,11 +49,15 @@ NO_DATA = (
 
 VARIANT_NAMES = {
     "tcp": "TCP",
+    "select": "TCP, цикл событий",
     "udp": "UDP",
-    "naive": "наивный TCP",
+    "naive": "наивный",
     "ceiling": "потолок стенда",
 }
-VARIANT_ORDER = ["tcp", "udp", "naive", "ceiling"]
+VARIANT_ORDER = ["tcp", "select", "udp", "naive", "ceiling"]
+
+LOADS = {"many-senders": "много отправителей", "slow-reader": "нечитающий"}
+"""Short names of the scenarios in the table; the caption says what each was."""
 
 
 def load(figures):
@@ -52,19 +69,30 @@ def load(figures):
     return data if isinstance(data, dict) else None
 
 
-# --- Formatting ------------------------------------------------------------------
-def _num(value, digits=1):
-    """A float with a decimal comma and grouped thousands; "—" for nothing."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    text = f"{value:,.{digits}f}".replace(",", "\u202f").replace(".", ",")
-    return text
+# --- Formatting: the one way each kind of number is written -------------------------
+def ms(value):
+    """A latency in milliseconds, as in every table: ``0,37``."""
+    return ru.decimal(value, 2)
 
 
-def _int(value):
-    if value is None:
-        return "—"
-    return f"{int(value):,}".replace(",", "\u202f")
+def join_ms(seconds):
+    """The time to join, in milliseconds: ``1 068,3``."""
+    return ru.decimal(seconds * 1000 if seconds is not None else None, 1)
+
+
+def per_s(value):
+    """Deliveries or messages per second: ``1 941 010``."""
+    return ru.integer(value)
+
+
+def pct(value):
+    """A share in per cent, one digit: ``94,8``."""
+    return ru.decimal(value, 1)
+
+
+def kb(value):
+    """Memory per member, as on the notebook's plot: ``47``."""
+    return ru.integer(value)
 
 
 def _variant(name):
@@ -78,306 +106,570 @@ def _table(header, rows, align):
     return "\n".join(lines)
 
 
+def _rank(variant):
+    return VARIANT_ORDER.index(variant) if variant in VARIANT_ORDER else len(VARIANT_ORDER)
+
+
 def _order(runs):
-    def key(run):
-        variant = run.get("variant")
-        rank = VARIANT_ORDER.index(variant) if variant in VARIANT_ORDER else len(VARIANT_ORDER)
-        return (rank, str(variant), run.get("clients") or 0, run.get("rate") or 0)
-    return sorted(runs, key=key)
+    return sorted(runs, key=lambda run: (_rank(run.get("variant")), str(run.get("variant")),
+                                         run.get("clients") or 0, run.get("rate") or 0))
 
 
-# --- Groups of runs (as notebook 03 makes them) ------------------------------------
-def _paced_sweep(runs, members):
-    """Section 1 of the notebook: one slow sender, growing number of members."""
-    rates = {run.get("rate") for run in runs if run.get("clients") in members}
-    paced = [run for run in runs if run.get("clients") in members and run.get("rate")
-             and run.get("rate") == min(r for r in rates if r)] if any(rates) else []
-    return _order(paced)
+def _delivered(run):
+    return f"{ru.integer(run.get('received'))} из {ru.integer(run.get('expected'))}"
 
 
-def _unpaced(runs, exclude):
-    """Section 2: one sender as fast as it goes (rate 0), not a named scenario.
-
-    The notebook repeats each point; the run with the median deliveries/s
-    stands for it, as on the notebook's plot.  Returns ``(runs, repeats)``.
-    """
-    points = {}
-    for run in runs:
-        if not run.get("rate") and not run.get("scenario") and id(run) not in exclude:
-            points.setdefault((run.get("variant"), run.get("clients")), []).append(run)
-    chosen = []
-    for group in points.values():
-        group.sort(key=lambda run: run.get("deliveries_per_s") or 0)
-        chosen.append(group[len(group) // 2])
-    repeats = max((len(group) for group in points.values()), default=0)
-    return _order(chosen), repeats
+def _rate_words(rate):
+    return ru.count(int(rate), "сообщение", "сообщения", "сообщений") + " в секунду"
 
 
-LOADS = {"many-senders": "10 отправителей, 100 участников",
-         "slow-reader": "1 отправитель, 20 получателей и 1 нечитающий"}
+def _up_to(rate):
+    """``5 000 сообщений`` after «до» (genitive): the noun agreeing with the rate."""
+    return ru.count(int(rate), "сообщения", "сообщений", "сообщений")
 
 
-def _naive_table(wrong):
-    """Section 3: what the naive server gets wrong, next to tcp_chat."""
+def _deliveries(value):
+    """``153 321 доставка``: deliveries per second with the noun agreeing."""
+    return ru.count(int(round(value)), "доставка", "доставки", "доставок")
+
+
+# --- The data, grouped as notebook 03 makes its runs ----------------------------------
+class Data:
+    """What the subsections read: the runs of ``timing.json`` in their groups,
+    the other saved files, and the plots (see :meth:`figure`)."""
+
+    def __init__(self, figures, report):
+        self.folder = Path(figures)
+        self.report = Path(report)
+        self.pngs = sorted(self.folder.glob("*.png")) if self.folder.is_dir() else []
+        raw = load(self.folder)
+        self.missing = raw is None
+        raw = raw or {}
+        self.runs = [run for run in raw.get("runs") or [] if isinstance(run, dict)]
+        self.summary = raw.get("summary") or {}
+        self.machine = raw.get("machine") or {}
+        self.captions = raw.get("figures") or {}
+        self.claimed = set()
+        members = set(self.summary.get("members") or [])
+        self.sweep = self._paced_sweep(members) if members else []
+        used = {id(run) for run in self.sweep}
+        self.loss = self._loss(used)
+        used |= {id(run) for run in self.loss}
+        self.unpaced, self.repeats = self._unpaced(used)
+        self.scenarios = {}
+        for run in self.runs:
+            if run.get("scenario"):
+                self.scenarios.setdefault(run["scenario"], {})[run.get("variant")] = run
+
+    def _paced_sweep(self, members):
+        """Notebook section 1: one slow sender, a growing number of members."""
+        rates = [run.get("rate") for run in self.runs
+                 if run.get("clients") in members and run.get("rate")]
+        if not rates:
+            return []
+        return _order([run for run in self.runs if run.get("clients") in members
+                       and run.get("rate") == min(rates) and not run.get("scenario")])
+
+    def _loss(self, used):
+        """Notebook section 4: loss against the sending rate, one group of members."""
+        clients = {run.get("clients") for run in self.runs
+                   if run.get("rate") and id(run) not in used and not run.get("scenario")}
+        loss = [run for run in self.runs if run.get("clients") in clients
+                and id(run) not in used and not run.get("scenario")]
+        # By variant, then by speed, "as fast as it goes" (rate 0) last.
+        return sorted(loss, key=lambda run: (_rank(run.get("variant")),
+                                             run.get("rate") or math.inf))
+
+    def _unpaced(self, used):
+        """Notebook section 2: one sender as fast as it goes, each point repeated;
+        the run with the median deliveries/s stands for it, as on the notebook's
+        plot.  Returns ``(runs, repeats)``."""
+        points = {}
+        for run in self.runs:
+            if not run.get("rate") and not run.get("scenario") and id(run) not in used:
+                points.setdefault((run.get("variant"), run.get("clients")), []).append(run)
+        chosen = []
+        for group in points.values():
+            group.sort(key=lambda run: run.get("deliveries_per_s") or 0)
+            chosen.append(group[len(group) // 2])
+        repeats = max((len(group) for group in points.values()), default=0)
+        return _order(chosen), repeats
+
+    # Looking things up -------------------------------------------------------------
+    def point(self, runs, variant, clients):
+        """The run of ``variant`` with ``clients`` members in ``runs`` (or None)."""
+        for run in runs:
+            if run.get("variant") == variant and run.get("clients") == clients:
+                return run
+        return None
+
+    def figure(self, stem, caption=None):
+        """Markdown of plot ``stem`` with its caption (``""`` if there is no such
+        PNG); marks it as shown.  The key of its number is ``fig:meas-STEM``."""
+        png = self.folder / f"{stem}.png"
+        if not png.exists():
+            return ""
+        self.claimed.add(stem)
+        caption = caption or self.captions.get(stem) or stem.replace("_", " ")
+        return (f"![{caption}]({png.relative_to(self.report).as_posix()})\n\n"
+                f"Рисунок {{{{fig:meas-{stem}}}}} — {caption}")
+
+    def has_figure(self, stem):
+        return (self.folder / f"{stem}.png").exists()
+
+
+# --- Subsections ------------------------------------------------------------------------
+def method(data):
+    text = [
+        "### Методика",
+        "Замеры выполнены блокнотом `notebooks/03_timing.ipynb` со стендом "
+        "`benchmarks/chat_bench.py`. Сервер каждого варианта запускается отдельным "
+        "процессом на 127.0.0.1; стенд подключает N участников, отправитель шлёт "
+        "сообщения по 64 байта с временем отправки внутри, а стенд отмечает время прихода "
+        "каждой копии у каждого получателя. **Задержка** — от отправки до прихода "
+        "(перцентили p50, p95, p99 по всем доставкам; p50 — медиана); **пропускная "
+        "способность** — доставок (сообщение × получатель) в секунду; **потери** — доля "
+        "ожидаемых доставок, которые не пришли; **вход** — от первого подключения до "
+        "последнего приветствия; **память** — пиковый размер процесса сервера в "
+        "оперативной памяти (RSS). Для сравнения измерены «наивный» сервер TCP "
+        "(`benchmarks/naive_server.py`: поток на клиента, куски `recv()` пересылаются как "
+        "есть, без кадрирования и без защиты от медленных клиентов) и простейший "
+        "однопоточный пересыльщик (`benchmarks/forwarder.py`) — потолок самого стенда.",
+    ]
+    if data.missing:
+        text.append(NO_DATA)
+    loads = [run.get("load_1min") for run in data.runs if run.get("load_1min") is not None]
+    facts = []
+    if data.machine.get("system"):
+        facts.append(f"{data.machine['system']}")
+    if data.machine.get("cpu_count"):
+        facts.append(f"процессоров: {data.machine['cpu_count']}")
+    if data.machine.get("python"):
+        facts.append(f"Python {data.machine['python']}")
+    line = "Машина: " + ", ".join(facts) + "." if facts else ""
+    if loads:
+        line += (" Средняя загрузка машины за минуту (`os.getloadavg()`) во время замеров — от "
+                 f"{ru.decimal(min(loads), 1)} до {ru.decimal(max(loads), 1)}: машина была "
+                 "занята и другой работой, поэтому числа шумные и от запуска к запуску "
+                 "меняются на десятки процентов; выводы ниже от этого шума не зависят.")
+    if line:
+        text.append(line.strip())
+    return "\n\n".join(text)
+
+
+def latency(data):
+    """Latency, joining and memory against the number of members."""
+    sweep = data.sweep
+    if not sweep:
+        return ""
+    rows = []
+    for run in sorted(sweep, key=lambda run: run.get("clients") or 0):
+        rows.append([ru.integer(run.get("clients")), _variant(run.get("variant")), _delivered(run),
+                     ms(run.get("latency_p50_ms")), ms(run.get("latency_p95_ms")),
+                     ms(run.get("latency_p99_ms")), join_ms(run.get("join_s")),
+                     ru.decimal(run.get("server_peak_rss_mb"), 1)])
+    members = sorted({run.get("clients") for run in sweep})
+    small, big = members[0], members[-1]
+    out = ["### Задержка, вход и память",
+           f"Таблица {{{{tab:meas-sweep}}}} — Задержка, вход и память: один отправитель, "
+           f"{_rate_words(sweep[0].get('rate'))}\n\n"
+           + _table(["участников", "вариант", "доставлено", "p50, мс", "p95, мс", "p99, мс",
+                     "вход, мс", "память, МБ"], rows, "rlrrrrrr")]
+    tcp_small, udp_small = data.point(sweep, "tcp", small), data.point(sweep, "udp", small)
+    tcp_big, udp_big = data.point(sweep, "tcp", big), data.point(sweep, "udp", big)
+    said = []
+    if tcp_small and udp_small:
+        said.append(f"С {ru.count(small, 'участником', 'участниками', 'участниками')} сообщение "
+                    f"доходит за {ms(tcp_small['latency_p50_ms'])} мс по TCP и за "
+                    f"{ms(udp_small['latency_p50_ms'])} мс по UDP (медиана, таблица "
+                    "{{tab:meas-sweep}}): на петлевом интерфейсе это время уходит на Python и "
+                    "системные вызовы, а не на сеть.")
+    if tcp_big and udp_big:
+        said.append(
+            "С ростом числа участников задержка растёт: сервер рассылает сообщение "
+            "получателям по очереди, и последний получает его позже первого. При "
+            f"{ru.count(big, 'участнике', 'участниках', 'участниках')} медиана — "
+            f"{ms(tcp_big['latency_p50_ms'])} мс у TCP и "
+            f"{ms(udp_big['latency_p50_ms'])} мс у UDP"
+            + (" (рисунок {{fig:meas-latency_vs_members}})" if data.has_figure(
+                "latency_vs_members") else "")
+            + ". У TCP она растёт быстрее: чтобы разослать одно сообщение, сервер TCP "
+            f"будит {ru.count(big - 1, 'поток', 'потока', 'потоков')} отправки, и "
+            "они по очереди получают процессор и GIL, а однопоточный сервер UDP делает "
+            f"{ru.count(big - 1, 'вызов', 'вызова', 'вызовов')} `sendto()` подряд.")
+        said.append(
+            f"Вход {ru.count(big, 'участника', 'участников', 'участников')} занял по TCP "
+            f"{join_ms(tcp_big.get('join_s'))} мс, по UDP — {join_ms(udp_big.get('join_s'))} мс"
+            + " (столбец «вход» таблицы {{tab:meas-sweep}}). Вход по TCP дороже: тройное рукопожатие, затем приглашение и имя, и сервер "
+            "создаёт на участника два потока; по UDP вход — одна датаграмма `/join` и ответ "
+            "на неё.")
+    memory = data.summary.get("memory_kb_per_member") or {}
+    if memory.get("tcp") is not None and memory.get("udp") is not None:
+        said.append(
+            f"Каждый участник TCP стоит серверу около {kb(memory['tcp'])} КБ памяти (наклон "
+            "прямой"
+            + (" на рисунке {{fig:meas-memory_per_member}}" if data.has_figure(
+                "memory_per_member") else "")
+            + "): два потока со своими стеками и объекты соединения, очереди отправки и "
+            f"разборщика строк. Участник UDP — несколько записей в словарях, около "
+            f"{kb(memory['udp'])} КБ, на уровне шума.")
+    # The plots before the text: text fills a page, a plot that does not fit leaves a gap.
+    figures = [data.figure(stem) for stem in ("latency_vs_members", "memory_per_member")]
+    out += [figure for figure in figures if figure]
+    if said:
+        out.append(" ".join(said[:2]))
+        out += said[2:]
+    return "\n\n".join(out)
+
+
+def throughput(data):
+    """One sender as fast as it goes: deliveries per second."""
+    runs = data.unpaced
+    if not runs:
+        return ""
+    rows = []
+    for run in sorted(runs, key=lambda run: run.get("clients") or 0):
+        rows.append([ru.integer(run.get("clients")), _variant(run.get("variant")),
+                     per_s(run.get("deliveries_per_s")), pct(run.get("loss_pct")),
+                     ms(run.get("latency_p50_ms"))])
+    median = f" (медиана {ru.count(data.repeats, 'запуска', 'запусков', 'запусков')})" \
+        if data.repeats > 1 else ""
+    out = ["### Пропускная способность",
+           "Таблица {{tab:meas-throughput}} — Пропускная способность: один отправитель без "
+           f"паузы между сообщениями{median}\n\n"
+           + _table(["участников", "вариант", "доставок в секунду", "потери, %", "p50, мс"],
+                    rows, "rlrrr")]
+    big = max(run.get("clients") or 0 for run in runs)
+    tcp, naive = data.point(runs, "tcp", big), data.point(runs, "naive", big)
+    ceiling, udp = data.point(runs, "ceiling", big), data.point(runs, "udp", big)
+    said = ["Без паузы между сообщениями сервер TCP разбирает за один `recv()` все "
+            "пришедшие строки и отправляет каждому участнику всё накопленное одним "
+            "вызовом."]
+    if tcp and naive:
+        said.append(f"При {ru.count(big, 'участнике', 'участниках', 'участниках')} у него "
+                    f"{_deliveries(tcp['deliveries_per_s'])} в секунду, у наивного сервера — "
+                    f"{per_s(naive['deliveries_per_s'])}"
+                    + (f", у простейшего пересыльщика — {per_s(ceiling['deliveries_per_s'])}"
+                       if ceiling else "")
+                    + " (таблица {{tab:meas-throughput}}"
+                    + (", рисунок {{fig:meas-throughput}}" if data.has_figure("throughput")
+                       else "") + ").")
+        said.append(
+            "Наш сервер медленнее наивного: на каждую доставку он тратит несколько "
+            "операций Python — разбор строки, проверку, подпись именем, раскладку по "
+            "очередям, — а наивный пересылает куски `recv()` как есть (что он при этом "
+            "ломает, показывает подраздел {{sec:Наивный сервер и медленный читатель}}).")
+    if udp:
+        said.append(f"Сервер UDP отправляет каждую датаграмму каждому получателю отдельным "
+                    "`sendto()` и не может попросить отправителя подождать: у него "
+                    f"{_deliveries(udp['deliveries_per_s'])} в секунду, а "
+                    f"{ru.percent(udp.get('loss_pct'))} доставок потерялось.")
+    said.append(f"Стенд и сервер делят {ru.count(data.machine.get('cpu_count') or 0, 'процессор', 'процессора', 'процессоров')}, "
+                "поэтому запуски расходятся на десятки процентов."
+                if data.machine.get("cpu_count") else "")
+    out.append(" ".join(part for part in said if part))
+    figure = data.figure("throughput")
+    if figure:
+        out.append(figure)
+    return "\n\n".join(out)
+
+
+def _slow_reader_sentence(run):
+    """What happened to the member who never reads, told from the run's own numbers."""
+    messages, size = run.get("messages") or 0, run.get("size") or 0
+    backlog = messages * (run.get("senders") or 1)
+    backlog_bytes = backlog * size  # the text alone: each line is a few bytes longer
+    limits = (f"{ru.count(config.SEND_QUEUE_LIMIT, 'строки', 'строк', 'строк')} или "
+              f"{ru.count(config.SEND_QUEUE_BYTES, 'байта', 'байт', 'байт')}")
+    unread = (f"ему шло {ru.count(backlog, 'сообщение', 'сообщения', 'сообщений')} по "
+              f"{ru.count(size, 'байту', 'байта', 'байт')}, больше "
+              f"{ru.decimal(backlog_bytes / 1e6, 1)} МБ")
+    expected = run.get("expected")
+    others = ("остальные получили всё" if expected and run.get("received") == expected else
+              f"остальные получили {ru.percent(100.0 * (run.get('received') or 0) / expected)}"
+              if expected else "")
+    if run.get("slow_readers_dropped"):
+        return (f"Наш сервер отключил нечитающего: {unread}, а его очередь отправки "
+                f"(`Outbox`) вмещает не больше {limits} (`--send-queue-limit`, "
+                "`--send-queue-bytes`) сверх того, что держат буферы ядра"
+                + (f"; {others}." if others else "."))
+    return (f"Наш сервер нечитающего не отключил: {unread}, и этот долг поместился в его "
+            f"очередь отправки (`Outbox`, не больше {limits}) и буферы ядра. Такой участник "
+            "просто отстаёт, а остальные этого не замечают; отключён он был бы, если бы "
+            "долг превысил один из пределов.")
+
+
+def _load(run):
+    """``10 отправителей, 90 получателей, 1 000 сообщений у каждого отправителя``:
+    the workload of a scenario run."""
+    senders, clients = run.get("senders") or 0, run.get("clients") or 0
+    slow = run.get("slow_readers") or 0
+    text = (ru.count(senders, "отправитель", "отправителя", "отправителей") + ", "
+            + ru.count(clients - senders, "получатель", "получателя", "получателей"))
+    if slow:
+        text += " и " + ru.count(slow, "нечитающий", "нечитающих", "нечитающих")
+    return text + ", " + ru.count(run.get("messages") or 0, "сообщение", "сообщения",
+                                  "сообщений") + (" у каждого отправителя" if senders > 1 else "")
+
+
+def naive(data):
+    """What the naive server gets wrong, next to ours, on the same loads."""
+    wrong = data.summary.get("naive_wrong") or {}
+    if not wrong:
+        return ""
     rows = []
     for variant in VARIANT_ORDER:
-        for load, run in (wrong.get(variant) or {}).items():
+        for load_name, run in (wrong.get(variant) or {}).items():
             expected = run.get("expected")
             share = 100.0 * (run.get("received") or 0) / expected if expected else None
             dropped = run.get("slow_readers_dropped")
             rows.append([
-                _variant(variant), LOADS.get(load, load), _num(share, 1),
-                _int(run.get("corrupt") or 0), _int(run.get("order_mismatch_members") or 0),
+                _variant(variant), LOADS.get(load_name, load_name), pct(share),
+                ru.integer(run.get("corrupt") or 0),
+                ru.integer(run.get("order_mismatch_members") or 0),
                 "да" if run.get("stalled") else "нет",
                 "—" if dropped is None else ("да" if dropped else "нет"),
             ])
-    return _table(["вариант", "нагрузка", "доставлено, %", "испорчено сообщений",
-                   "участников с иным порядком", "рассылка встала", "нечитающий отключён"],
-                  rows, "llrrrll")
+    loads = []
+    for name, title in LOADS.items():
+        run = data.scenarios.get(name, {}).get("tcp")
+        if run:
+            loads.append(f"«{title}» — {_load(run)}")
+    out = ["### Наивный сервер и медленный читатель",
+           "Таблица {{tab:meas-naive}} — Что делает неправильно наивный сервер: те же "
+           "нагрузки для нашего сервера TCP и наивного"
+           + (f" ({'; '.join(loads)})" if loads else "") + "\n\n"
+           + _table(["вариант", "нагрузка", "доставлено, %", "испорчено сообщений",
+                     "участников с иным порядком", "рассылка встала", "нечитающий отключён"],
+                    rows, "llrrrll")]
+    said = []
+    ours, theirs = wrong.get("tcp") or {}, wrong.get("naive") or {}
+    many, many_ours = theirs.get("many-senders"), ours.get("many-senders")
+    if many and many_ours:
+        said.append(
+            "При десяти отправителях сразу наивный сервер испортил "
+            f"{ru.count(many.get('corrupt') or 0, 'сообщение', 'сообщения', 'сообщений')} "
+            "(куски разных отправителей перемешались внутри строки: кадрирования нет), и у "
+            + ru.count(many.get('order_mismatch_members') or 0, 'участника', 'участников',
+                       'участников') + " порядок "
+            "сообщений не такой, как у других (блокировки нет); у нашего сервера испорчено "
+            f"{ru.integer(many_ours.get('corrupt') or 0)}, иной порядок — у "
+            f"{ru.integer(many_ours.get('order_mismatch_members') or 0)} (таблица "
+            "{{tab:meas-naive}}).")
+    slow, slow_ours = theirs.get("slow-reader"), ours.get("slow-reader")
+    if slow and slow_ours:
+        share = 100.0 * (slow.get("received") or 0) / slow["expected"] if slow.get("expected") \
+            else None
+        share_ours = 100.0 * (slow_ours.get("received") or 0) / slow_ours["expected"] \
+            if slow_ours.get("expected") else None
+        said.append(
+            f"С одним нечитающим участником наивный сервер доставил быстрым получателям "
+            f"{ru.percent(share)} сообщений, "
+            + ("после чего рассылка встала: `sendall()` в потоке отправителя ждёт, пока "
+               "нечитающий освободит буфер, то есть вечно. " if slow.get("stalled") else ". ")
+            + f"Наш сервер доставил им {ru.percent(share_ours)}.")
+        run = data.scenarios.get("slow-reader", {}).get("tcp")
+        if run:
+            said.append(_slow_reader_sentence(run))
+    out += said
+    return "\n\n".join(out)
 
 
-def _sweep_table(runs):
-    rows = []
-    for run in runs:
-        rows.append([
-            run.get("clients"), _variant(run.get("variant")),
-            f"{_int(run.get('received'))} из {_int(run.get('expected'))}",
-            _num(run.get("latency_p50_ms"), 2), _num(run.get("latency_p95_ms"), 2),
-            _num(run.get("latency_p99_ms"), 2),
-            _num((run.get("join_s") or 0) * 1000 if run.get("join_s") is not None else None, 1),
-            _num(run.get("server_peak_rss_mb"), 1),
-        ])
-    rows.sort(key=lambda row: (row[0] or 0))
-    return _table(["участников", "вариант", "доставлено", "p50, мс", "p95, мс", "p99, мс",
-                   "вход, мс", "память, МБ"], rows, "rlrrrrrr")
-
-
-def _throughput_table(runs):
-    rows = []
-    for run in runs:
-        rows.append([
-            run.get("clients"), _variant(run.get("variant")),
-            _int(run.get("deliveries_per_s")), _num(run.get("loss_pct"), 1),
-            _num(run.get("latency_p50_ms"), 2),
-        ])
-    rows.sort(key=lambda row: (row[0] or 0))
-    return _table(["участников", "вариант", "доставок в секунду", "потери, %", "p50, мс"],
-                  rows, "rlrrr")
-
-
-def _loss_table(runs):
+def udp_loss(data):
+    """Loss against the sending rate."""
+    runs = data.loss
+    if not runs:
+        return ""
     rows = []
     for run in runs:
         sent, send_s = run.get("sent"), run.get("send_s")
-        achieved = sent / send_s if sent and send_s else None
-        rows.append([
-            _variant(run.get("variant")),
-            _int(run.get("rate")) if run.get("rate") else "без паузы",
-            _int(achieved), _int(run.get("messages")),
-            f"{_int(run.get('received'))} из {_int(run.get('expected'))}",
-            _num(run.get("loss_pct"), 1),
-        ])
-    return _table(["вариант", "задано, сообщ./с", "вышло, сообщ./с", "сообщений",
-                   "доставлено", "потери, %"], rows, "lrrrrr")
+        rows.append([_variant(run.get("variant")),
+                     per_s(run.get("rate")) if run.get("rate") else "без паузы",
+                     per_s(sent / send_s if sent and send_s else None),
+                     ru.integer(run.get("messages")), _delivered(run), pct(run.get("loss_pct"))])
+    receivers = max(run.get("clients") or 0 for run in runs) - 1
+    out = ["### Потери при перегрузке",
+           "Таблица {{tab:meas-loss}} — Потери в зависимости от скорости отправки "
+           f"({ru.count(receivers, 'получатель', 'получателя', 'получателей')})\n\n"
+           + _table(["вариант", "задано, сообщ./с", "вышло, сообщ./с", "сообщений",
+                     "доставлено", "потери, %"], rows, "lrrrrr")]
+    udp = [run for run in runs if run.get("variant") == "udp"]
+    said = []
+    lossless = lossless_rate(runs)
+    if udp:
+        worst = max(udp, key=lambda run: run.get("loss_pct") or 0)
+        said.append(
+            "UDP терял доставки, когда скорость отправки превышала то, что однопоточный "
+            "сервер успевал разослать: "
+            + (f"скорости до {_up_to(lossless)} в секунду прошли без потерь, "
+               if lossless else "")
+            + f"а наибольшая потеря — {ru.percent(worst.get('loss_pct'))} (таблица "
+            "{{tab:meas-loss}}"
+            + (", рисунок {{fig:meas-udp_loss_vs_rate}}" if data.has_figure("udp_loss_vs_rate")
+               else "") + "). Лишние датаграммы ядро молча выбрасывает, когда буфер приёма "
+            "сокета полон; ни отправитель, ни сервер об этом не узнают. Точка перелома "
+            "зависит от машины и её загрузки, а сама картина повторяется от запуска к запуску.")
+    tcp_runs = [run for run in data.runs if run.get("variant") == "tcp"]
+    if tcp_runs:
+        lost = sum(run.get("lost") or 0 for run in tcp_runs)
+        said.append(
+            f"TCP за все {ru.count(len(tcp_runs), 'запуск', 'запуска', 'запусков')} блокнота "
+            + ("не потерял ни одной доставки: при перегрузке он не выбрасывает данные, а "
+               "замедляет отправителя (окно приёма и буферы)." if lost == 0 else
+               f"потерял {ru.count(lost, 'доставку', 'доставки', 'доставок')}."))
+    out += said
+    figure = data.figure("udp_loss_vs_rate")
+    if figure:
+        out.append(figure)
+    return "\n\n".join(out)
 
 
-def _summary_table(summary):
-    p50 = summary.get("latency_p50_ms_at_max_members") or {}
-    join = summary.get("join_s_at_max_members") or {}
-    memory = summary.get("memory_kb_per_member") or {}
-    variants = [v for v in VARIANT_ORDER if v in p50 or v in join or v in memory]
-    if not variants:
+def lossless_rate(runs):
+    """The highest rate up to which every UDP run of ``runs`` lost nothing (or None)."""
+    best = None
+    for run in sorted((run for run in runs if run.get("variant") == "udp" and run.get("rate")),
+                      key=lambda run: run["rate"]):
+        if run.get("loss_pct"):
+            break
+        best = run["rate"]
+    return best
+
+
+def ping(data):
+    """The pinger at injected loss, from notebook 02 (``udp_ping.json``)."""
+    try:
+        saved = json.loads((data.folder / PING_DATA).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return ""
-    rows = []
-    for variant in variants:
-        rows.append([
-            _variant(variant), _num(p50.get(variant), 2),
-            _num(join[variant] * 1000 if join.get(variant) is not None else None, 0),
-            _num(memory.get(variant), 0),
-        ])
-    return _table(["вариант", "медиана задержки, мс", "вход всех участников, мс",
-                   "память сервера на участника, КБ"], rows, "lrrr")
+    results = saved.get("results") or []
+    rows = [[r["variant"], ru.percent(r["injected_pct"], 0),
+             f"{ru.integer(r['received'])} из {ru.integer(r['sent'])}",
+             ru.percent(r["lost_pct"]), " / ".join(ms(value) for value in r["rtt_ms"]) or "—"]
+            for r in results]
+    pings = saved.get("pings")
+    text = ("### Потери, которые видно: пингер\n\n"
+            "Блокнот `notebooks/02_udp_chat.ipynb` запускает сервер UDP с искусственными "
+            "потерями (`--loss`, `--seed`) и меряет их пингером клиента (`/ping`): "
+            f"{ru.count(pings or 0, 'пронумерованный запрос', 'пронумерованных запроса', 'пронумерованных запросов')}; "
+            "запрос без ответа `*** pong` за 0,3 с считается потерянным (таблица "
+            "{{tab:meas-ping}}, последняя строка — тот же пингер по TCP).\n\n"
+            "Таблица {{tab:meas-ping}} — Пингер при потерях, заданных серверу\n\n"
+            + _table(["вариант", "потери сервера", "ответов", "потеряно",
+                      "время ответа мин. / сред. / макс., мс"], rows, "lrrrr"))
+    return text + ("\n\nИзмеренная доля потерь близка к заданной, но не равна ей: "
+                   f"{ru.count(pings or 0, 'запрос', 'запроса', 'запросов')} — малая выборка. "
+                   "По TCP потерь нет: потерянный сегмент ядро пересылает само.")
 
 
-# --- The section -------------------------------------------------------------------------
+LEFT_TO_NOTEBOOKS = {"join_time", PING_FIGURE}
+"""Plots that only repeat a column of a table of this section (time to join,
+the pinger's loss): the report gives the table, the notebooks the plot."""
+
+
+def other_figures(data):
+    """Plots in ``report/figures/`` that no subsection showed."""
+    stems = [stem for stem in data.captions if data.has_figure(stem)]
+    stems += [png.stem for png in data.pngs if png.stem not in data.captions]
+    shown = [data.figure(stem) for stem in stems
+             if stem not in data.claimed and stem not in LEFT_TO_NOTEBOOKS]
+    shown = [figure for figure in shown if figure]
+    if not shown:
+        return ""
+    return "### Другие графики\n\n" + "\n\n".join(shown)
+
+
+SUBSECTIONS = [method, latency, throughput, naive, udp_loss, ping, other_figures]
+"""The subsections, in order (``other_figures`` stays last)."""
+
+
+# --- The section, the conclusions and the facts other sections quote ---------------------
 def section(figures, report):
     """Markdown of the section from the files in ``figures`` (Path);
     image paths relative to ``report`` (the folder of report.md)."""
-    figures = Path(figures)
-    pngs = sorted(figures.glob("*.png")) if figures.is_dir() else []
-    if not pngs:
+    data = Data(figures, report)
+    if not data.pngs:
         return PLACEHOLDER
-    data = load(figures)
-    parts = []
-    if data is None:
-        parts.append(NO_DATA)
-        data = {}
-    runs = [run for run in data.get("runs") or [] if isinstance(run, dict)]
-    summary = data.get("summary") or {}
-    machine = data.get("machine") or {}
-    captions = data.get("figures") or {}
-
-    # 8.1 How it was measured.
-    intro = [
-        "### 8.1. Методика",
-        "Замеры выполнены блокнотом `notebooks/03_timing.ipynb` со стендом "
-        "`benchmarks/chat_bench.py`. Сервер каждого варианта запускается отдельным "
-        "процессом на 127.0.0.1 и свободном порту; стенд подключает N участников, "
-        "один из них отправляет сообщения по 64 байта, в каждом записано время "
-        "отправки, а стенд отмечает время прихода каждой копии у каждого получателя. "
-        "**Задержка** — от отправки до прихода (перцентили p50, p95, p99 по всем "
-        "доставкам); **пропускная способность** — доставок (сообщение × получатель) в "
-        "секунду; **потери** — доля ожидаемых доставок, которые не пришли; **вход** — "
-        "от первого подключения до последнего приветствия; **память** — пиковый RSS "
-        "процесса сервера. Для сравнения рядом измерен «наивный» сервер TCP "
-        "(`benchmarks/naive_server.py`: поток на клиента, куски `recv()` пересылаются "
-        "как есть, без разбора на строки и без защиты от медленных клиентов), а в замере "
-        "пропускной способности — простейший однопоточный пересыльщик "
-        "(`benchmarks/forwarder.py`): ориентир того, сколько выдерживает сам стенд.",
-    ]
-    if machine or runs:
-        loads = [run.get("load_1min") for run in runs if run.get("load_1min") is not None]
-        facts = []
-        if machine.get("system"):
-            facts.append(f"{machine['system']}")
-        if machine.get("cpu_count"):
-            facts.append(f"процессоров: {machine['cpu_count']}")
-        if machine.get("python"):
-            facts.append(f"Python {machine['python']}")
-        line = "Машина: " + ", ".join(facts) + "." if facts else ""
-        if loads:
-            line += (f" Средняя загрузка машины (load average за минуту) во время замеров — "
-                     f"от {_num(min(loads), 1)} до {_num(max(loads), 1)}: машина была занята "
-                     "и другой работой, поэтому числа шумные и от запуска к запуску меняются "
-                     "на десятки процентов; выводы ниже от этого шума не зависят.")
-        if line:
-            intro.append(line.strip())
-    parts.append("\n\n".join(intro))
-
-    # 8.2 Tables.
-    tables = ["### 8.2. Таблицы"]
-    members = set(summary.get("members") or [])
-    sweep = _paced_sweep(runs, members) if members else []
-    used = {id(run) for run in sweep}
-    loss_clients = {run.get("clients") for run in runs
-                    if run.get("rate") and id(run) not in used}
-    loss = _order([run for run in runs if run.get("clients") in loss_clients
-                   and id(run) not in used])
-    # By variant, then by speed, "as fast as it goes" (rate 0) last.
-    loss.sort(key=lambda run: (VARIANT_ORDER.index(run["variant"])
-                               if run.get("variant") in VARIANT_ORDER else 9,
-                               run.get("rate") or math.inf))
-    used |= {id(run) for run in loss}
-    unpaced, repeats = _unpaced(runs, used)
-    if summary:
-        table = _summary_table(summary)
-        biggest = max(summary.get("members") or [0])
-        if table:
-            tables.append("Таблица {{tab:meas-summary}} — Итог замеров"
-                          + (f": задержка и вход при {biggest} участниках" if biggest else "")
-                          + "\n\n" + table)
-    if sweep:
-        rate = sweep[0].get("rate")
-        tables.append(f"Таблица {{{{tab:meas-sweep}}}} — Задержка, вход и память: один "
-                      f"отправитель, {_int(rate)} сообщений в секунду\n\n" + _sweep_table(sweep))
-    if unpaced:
-        tables.append("Таблица {{tab:meas-throughput}} — Пропускная способность: один "
-                      "отправитель без паузы между сообщениями"
-                      + (f" (медиана {repeats} запусков)" if repeats > 1 else "")
-                      + "\n\n" + _throughput_table(unpaced))
-    if summary.get("naive_wrong"):
-        tables.append("Таблица {{tab:meas-naive}} — Что делает неправильно наивный сервер: "
-                      "те же нагрузки для tcp_chat и naive\n\n"
-                      + _naive_table(summary["naive_wrong"]))
-    if loss:
-        tables.append("Таблица {{tab:meas-loss}} — Потери в зависимости от скорости отправки "
-                      f"({_int(max(loss_clients) - 1)} получателей)\n\n"
-                      + _loss_table(loss))
-    if len(tables) == 1:
-        tables.append("Чисел замеров в `report/figures/timing.json` нет.")
-    parts.append("\n\n".join(tables))
-
-    # 8.3 Figures, in the notebook's order, then any others.
-    shown = []
-    stems = [stem for stem in captions if (figures / f"{stem}.png").exists()]
-    stems += [png.stem for png in pngs if png.stem not in captions and png.stem != PING_FIGURE]
-    for stem in stems:
-        png = figures / f"{stem}.png"
-        caption = captions.get(stem) or stem.replace("_", " ")
-        shown.append(f"![{caption}]({png.relative_to(report).as_posix()})\n\n"
-                     f"Рисунок {{{{fig:meas-{stem}}}}} — {caption}")
-    parts.append("### 8.3. Графики\n\n" + "\n\n".join(shown))
-
-    # 8.4 The notebook's discussion, written from the same numbers.
-    analysis = (data.get("analysis_markdown") or "").strip()
-    if analysis:
-        parts.append("### 8.4. Обсуждение\n\n"
-                     "Текст ниже составлен блокнотом из чисел того же запуска.\n\n"
-                     + analysis)
-    ping = _ping_part(figures, report)
-    if ping:
-        parts.append(ping)
-    return "\n\n".join(parts)
+    parts = [subsection(data) for subsection in SUBSECTIONS]
+    return "\n\n".join(part for part in parts if part)
 
 
-PING_DATA, PING_FIGURE = "udp_ping.json", "udp_ping_loss"
-
-
-def _ping_part(figures, report):
-    """8.5: the pinger at injected loss, from notebook 02 (``udp_ping.json``)."""
-    try:
-        data = json.loads((figures / PING_DATA).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return ""
-    rows = [[r["variant"], f"{r['injected_pct']} %", f"{r['received']} из {r['sent']}",
-             f"{r['lost_pct']:.0f} %".replace(".", ","),
-             "/".join(_num(value, 2) for value in r["rtt_ms"]) or "—"]
-            for r in data.get("results") or []]
-    text = ("### 8.5. Потери UDP, которые видно: пингер\n\n"
-            "Блокнот `notebooks/02_udp_chat.ipynb` запускает сервер UDP с искусственными "
-            "потерями (`--loss`, повторяемыми благодаря `--seed`) и меряет их пингером "
-            f"клиента (`/ping`): {data.get('pings')} пронумерованных запросов, на каждый "
-            "сервер отвечает `*** pong` с тем же номером; запрос без ответа за 0,3 с "
-            "считается потерянным. Рядом — тот же пингер по TCP (таблица "
-            "{{tab:meas-ping}}, рисунок {{fig:meas-ping}}).\n\n"
-            "Таблица {{tab:meas-ping}} — Пингер при потерях, заданных серверу\n\n"
-            + _table(["вариант", "потери сервера", "ответов", "потеряно", "RTT мин/сред/макс, мс"],
-                     rows, "lrrrr"))
-    png = figures / f"{PING_FIGURE}.png"
-    if png.exists():
-        caption = "Пингер: измеренные потери против заданных"
-        text += (f"\n\n![{caption}]({png.relative_to(report).as_posix()})\n\n"
-                 f"Рисунок {{{{fig:meas-ping}}}} — {caption}")
-    return text + ("\n\nИзмеренная доля потерь близка к заданной, но не равна ей: 40 "
-                   "запросов — малая выборка. По TCP потерь нет: потерянный в сети сегмент "
-                   "ядро пересылает само, и потеря видна только как задержка.")
+NO_CONCLUSIONS = ("Замеры производительности ещё не выполнены (раздел {{sec:Результаты "
+                  "измерений}}), поэтому выводов о ней нет.")
 
 
 def conclusions(figures):
-    """An item of the conclusions drawn from the measurements ("" if none)."""
-    data = load(figures)
-    if not data or not data.get("summary"):
-        return ""
-    summary = data["summary"]
-    members = summary.get("members") or []
-    biggest = max(members) if members else None
-    p50 = summary.get("latency_p50_ms_at_max_members") or {}
-    memory = summary.get("memory_kb_per_member") or {}
+    """The item of the conclusions drawn from the measurements (text after "6. ")."""
+    data = Data(figures, figures)
+    if not data.summary:
+        return NO_CONCLUSIONS
     said = []
-    if biggest and p50.get("tcp") is not None and p50.get("udp") is not None:
-        said.append(f"при {biggest} участниках медиана задержки — {_num(p50['tcp'], 1)} мс "
-                    f"у TCP и {_num(p50['udp'], 1)} мс у UDP")
+    members = data.summary.get("members") or []
+    big = max(members) if members else None
+    tcp_big, udp_big = data.point(data.sweep, "tcp", big), data.point(data.sweep, "udp", big)
+    if tcp_big and udp_big:
+        said.append(f"при {big} участниках медиана задержки — {ms(tcp_big['latency_p50_ms'])} мс "
+                    f"у TCP и {ms(udp_big['latency_p50_ms'])} мс у UDP")
+    memory = data.summary.get("memory_kb_per_member") or {}
     if memory.get("tcp") is not None and memory.get("udp") is not None:
-        said.append(f"участник стоит серверу около {_num(memory['tcp'], 0)} КБ памяти у TCP "
-                    f"(два потока) и около {_num(memory['udp'], 0)} КБ у UDP")
-    if summary.get("udp_lossless_up_to_rate") is not None:
-        said.append("UDP доставлял всё лишь до "
-                    f"{_int(summary['udp_lossless_up_to_rate'])} сообщений в секунду, а дальше "
-                    "молча терял сообщения")
-    if summary.get("tcp_lost_total") == 0:
+        said.append(f"участник стоит серверу около {kb(memory['tcp'])} КБ памяти у TCP "
+                    f"(два потока) и около {kb(memory['udp'])} КБ у UDP")
+    lossless = lossless_rate(data.loss)
+    if lossless:
+        said.append(f"UDP доставлял всё лишь до {_up_to(lossless)} в секунду, а "
+                    "дальше молча терял сообщения")
+    tcp_runs = [run for run in data.runs if run.get("variant") == "tcp"]
+    if tcp_runs and not any(run.get("lost") for run in tcp_runs):
         said.append("TCP не потерял ни одной доставки")
     if not said:
-        return ""
-    return ("6. Замеры (раздел 8) показали цену надёжности: " + "; ".join(said) + ". "
-            "TCP платит памятью, потоками и более долгим входом за доставку всего и по "
-            "порядку, UDP легче для сервера, но при перегрузке теряет сообщения.")
+        return NO_CONCLUSIONS
+    return ("Замеры (раздел {{sec:Результаты измерений}}) показали цену надёжности: "
+            + "; ".join(said) + ". TCP платит памятью, потоками и более долгим входом за "
+            "доставку всего и по порядку, UDP легче для сервера, но при перегрузке теряет "
+            "сообщения.")
+
+
+FACT_KEYS = ("slow_reader", "naive_order", "naive_corrupt", "memory", "udp_loss")
+"""Sentences about the measurements that other sections quote (``{{meas:KEY}}``)."""
+
+
+def facts(figures):
+    """``{key: sentence}`` for :data:`FACT_KEYS` that the saved data supports."""
+    data = Data(figures, figures)
+    found = {}
+    wrong = data.summary.get("naive_wrong") or {}
+    many = (wrong.get("naive") or {}).get("many-senders")
+    many_ours = (wrong.get("tcp") or {}).get("many-senders")
+    if many and many_ours:
+        found["naive_order"] = (
+            "В замере с десятью отправителями у наивного сервера без блокировки порядок "
+            "сообщений разошёлся у "
+            + ru.count(many.get('order_mismatch_members') or 0, 'участника', 'участников',
+                       'участников')
+            + f", у нашего — у {ru.integer(many_ours.get('order_mismatch_members') or 0)}"
+            " (таблица {{tab:meas-naive}}).")
+        found["naive_corrupt"] = (
+            "Наивный сервер, который пересылает куски `recv()` без кадрирования, в замере с "
+            "десятью отправителями испортил "
+            f"{ru.count(many.get('corrupt') or 0, 'сообщение', 'сообщения', 'сообщений')} "
+            "(таблица {{tab:meas-naive}}).")
+    run = data.scenarios.get("slow-reader", {}).get("tcp")
+    slow = (wrong.get("naive") or {}).get("slow-reader")
+    if run and slow and slow.get("expected"):
+        share = 100.0 * (slow.get("received") or 0) / slow["expected"]
+        found["slow_reader"] = (
+            f"В замере (таблица {{{{tab:meas-naive}}}}) наивный сервер доставил остальным "
+            f"{ru.percent(share)} сообщений"
+            + (" и встал" if slow.get("stalled") else "") + ". "
+            + _slow_reader_sentence(run))
+    memory = data.summary.get("memory_kb_per_member") or {}
+    if memory.get("tcp") is not None and memory.get("udp") is not None:
+        found["memory"] = (
+            f"Цена потоков видна в замерах: участник TCP стоит серверу около "
+            f"{kb(memory['tcp'])} КБ памяти, участник UDP — около {kb(memory['udp'])} КБ "
+            "(подраздел {{sec:Задержка, вход и память}}).")
+    lossless = lossless_rate(data.loss)
+    if lossless:
+        found["udp_loss"] = (
+            f"В замерах UDP доставлял всё до {_up_to(lossless)} в секунду, а дальше "
+            "терял (таблица {{tab:meas-loss}}).")
+    return found

@@ -1,17 +1,24 @@
-"""report.md → HTML (Python-Markdown) → PDF (WeasyPrint).
+"""report.md → HTML (Python-Markdown) → PDF (WeasyPrint), laid out as ГОСТ 7.32 has it.
 
 The Markdown stays plain so that it reads well on GitHub and in an editor;
 what only the PDF needs is added to the HTML here:
 
-* the part before ``<!-- конец титульного листа -->`` becomes the title page;
-* paragraphs ``Рисунок N — …``, ``Таблица N — …`` and ``Листинг N — …``
-  become captions, an image alone in a paragraph becomes a figure;
+* the part before ``<!-- конец титульного листа -->`` becomes the title page
+  (counted as page 1, its number not printed);
+* headings in capitals (СОДЕРЖАНИЕ, ЗАКЛЮЧЕНИЕ, ПРИЛОЖЕНИЕ …) are structural
+  elements: centred, each on a new page; an appendix heading
+  ``ПРИЛОЖЕНИЕ А — Заголовок`` is set on two lines;
+* paragraphs ``Рисунок N — …`` (under a figure), ``Таблица N — …`` (above a
+  table) and ``Листинг А.1 — …`` (above a listing) become captions that stay
+  with what they caption; an image alone in a paragraph becomes a figure;
+* a short table is never split between pages; a long one may be, but never
+  leaving its first or last rows alone on a page, and its header row repeats;
 * the contents list gets page numbers (CSS ``target-counter``);
 * code is highlighted by Pygments, one ``<span>`` per line so that a long
   line wraps with a hanging indent instead of running off the page.
 
-The style sheet is ``report/style.css`` (A4, DejaVu Sans and DejaVu Sans
-Mono, page numbers at the bottom).
+The style sheet is ``report/style.css`` (A4, margins 30/15/20/20 mm, DejaVu
+Serif 12 pt with 1.5 line spacing, page numbers at the bottom centre).
 """
 
 import hashlib
@@ -30,6 +37,18 @@ TITLE_END = "<!-- конец титульного листа -->"
 PYGMENTS_STYLE = "friendly"
 FIXED_EPOCH = 1700000000
 """Time stamp (seconds since 1970) written into the PDF's embedded fonts."""
+
+SHORT_TABLE_ROWS = 5
+SHORT_TABLE_CHARS = 900
+"""A table with at most this many body rows and this many characters of text
+is kept whole on one page; a bigger one may break between rows."""
+
+KEEP_ROWS = 2
+"""A long table keeps its first and last this many rows with their neighbours,
+so no page holds a lone row of it (its total row included)."""
+
+KEEP_LINES = 10
+"""Code blocks up to this many lines are not split between pages."""
 
 
 def markdown_to_html(text):
@@ -50,19 +69,49 @@ def markdown_to_html(text):
 
 
 def _captions(body):
-    body = re.sub(r"<p>((?:Рисунок|Таблица|Листинг) \d+ —.*?)</p>",
+    body = re.sub(r"<p>((?:Рисунок|Таблица|Листинг) (?:[А-Я]\.)?\d+ —.*?)</p>",
                   lambda m: f'<p class="caption">{m.group(1)}</p>', body, flags=re.S)
     # A table caption stays on the page of its table.
-    body = re.sub(r'<p class="caption">(Таблица .*?)</p>\s*<table>',
-                  r'<div class="table-block"><p class="caption table-caption">\1</p><table>',
-                  body, flags=re.S)
-    body = re.sub(r'(<div class="table-block">.*?</table>)', r'\1</div>', body, flags=re.S)
-    body = re.sub(r"<p>(<img [^>]*>)</p>", r'<p class="figure">\1</p>', body)
+    body = re.sub(r'<p class="caption">(Таблица .*?)</p>\s*(<table>.*?</table>)',
+                  lambda m: _table_block(m.group(1), m.group(2)), body, flags=re.S)
+    # A listing caption stays with the first lines of its listing.
+    body = re.sub(r'<p class="caption">(Листинг .*?)</p>',
+                  r'<p class="caption listing-caption">\1</p>', body)
+    body = re.sub(r'<p><img ([^>]*)src="([^"]*)"([^>]*)></p>',
+                  lambda m: f'<p class="figure {_figure_kind(m.group(2))}">'
+                            f'<img {m.group(1)}src="{m.group(2)}"{m.group(3)}></p>', body)
+    body = re.sub(r'<p class="caption">(Рисунок .*?)</p>',
+                  r'<p class="caption figure-caption">\1</p>', body)
     return body
 
 
-KEEP_LINES = 45
-"""Code blocks up to this many lines are not split between pages."""
+def _figure_kind(src):
+    """``diagram`` for the drawn schemes, ``plot`` for the measured plots."""
+    return "diagram" if src.startswith("diagrams/") else "plot"
+
+
+def _table_block(caption, table):
+    """A table with its caption, and the page-break rules of its size."""
+    rows = re.findall(r"<tr>", table.split("<tbody>", 1)[-1])
+    chars = len(re.sub(r"<[^>]+>", "", table))
+    if len(rows) <= SHORT_TABLE_ROWS and chars <= SHORT_TABLE_CHARS:
+        kind = "table-block whole"
+    else:
+        kind = "table-block long"
+        head, _, rest = table.partition("<tbody>")
+        parts = rest.split("<tr>")
+        count = len(parts) - 1
+        for index in range(1, count + 1):
+            classes = []
+            if index <= KEEP_ROWS:
+                classes.append("keep-next")  # not alone at the foot of a page
+            if index > count - KEEP_ROWS:
+                classes.append("keep-prev")  # not alone at the top of a page
+            attribute = f' class="{" ".join(classes)}"' if classes else ""
+            parts[index] = attribute + ">" + parts[index]
+        table = head + "<tbody>" + parts[0] + "".join("<tr" + part for part in parts[1:])
+    return (f'<div class="{kind}"><p class="caption table-caption">{caption}</p>'
+            f"{table}</div>")
 
 
 def _keep_together(body):
@@ -76,10 +125,35 @@ def _keep_together(body):
                   body, flags=re.S)
 
 
+def _headings(body):
+    """Classes of the ``h2``: structural elements and appendices (see module doc)."""
+    def h2(match):
+        attrs, title = match.group(1), match.group(2)
+        plain = re.sub(r"<[^>]+>", "", title)
+        head, dash, rest = plain.partition(" — ")
+        if not head.isupper():
+            return match.group(0)
+        if head.startswith("ПРИЛОЖЕНИЕ") and dash:
+            return (f'<h2{attrs} class="structural appendix">{head}'
+                    f'<span class="appendix-title">{rest}</span></h2>')
+        return f'<h2{attrs} class="structural">{title}</h2>'
+
+    return re.sub(r"<h2([^>]*)>(.*?)</h2>", h2, body)
+
+
 def _toc(body):
-    # The first list after the "Содержание" heading is the contents.
-    return re.sub(r'(<h2 id="содержание">Содержание</h2>\s*)<ul>', r'\1<ul class="toc">',
-                  body, count=1)
+    # The first list after the "СОДЕРЖАНИЕ" heading is the contents.
+    return re.sub(r'(<h2 id="содержание"[^>]*>.*?</h2>\s*)<ul>', r'\1<ul class="toc">',
+                  body, count=1, flags=re.S)
+
+
+def _appendices(body):
+    """Wrap everything from the first appendix on in ``<div class="appendices">``."""
+    start = body.find('class="structural appendix"')
+    if start < 0:
+        return body
+    start = body.rfind("<h2", 0, start)
+    return body[:start] + '<div class="appendices">' + body[start:] + "</div>"
 
 
 def _title_page(title_html):
@@ -100,7 +174,7 @@ def to_html(text):
         title_md, rest = "", text
     title_md = re.sub(r"<!--.*?-->", "", title_md, flags=re.S)
     body = markdown_to_html(rest)
-    body = _toc(_keep_together(_captions(body)))
+    body = _appendices(_toc(_headings(_keep_together(_captions(body)))))
     title = _title_page(markdown_to_html(title_md)) if title_md.strip() else ""
     pygments_css = HtmlFormatter(style=PYGMENTS_STYLE).get_style_defs(".codehilite")
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -162,4 +236,3 @@ def render(markdown_path, pdf_path):
         # No creation time in the file: the same report.md gives the same PDF.
         pdf_identifier=b"report",
     )
-
