@@ -55,14 +55,6 @@ UDP_UNPACED_NOTE = (
 """Printed once after any unpaced UDP run (one line)."""
 
 
-def decimal(value, digits):
-    """A number with ``digits`` after a decimal comma, thousands apart: ``1 234,57``."""
-    text = f"{value:.{digits}f}"
-    sign = "-" if text.startswith("-") else ""
-    whole, _, fraction = text.lstrip("-").partition(".")
-    return sign + number(int(whole)) + ("," + fraction if fraction else "")
-
-
 def short(value):
     """A number as short as it goes: ``60``, ``0,05``, ``10 000``."""
     if float(value).is_integer():
@@ -77,9 +69,9 @@ def cell(value, digits=None):
         return "—"
     if digits is None:
         if isinstance(value, float) and not value.is_integer():
-            return decimal(value, 1)  # a median of two whole numbers
+            return number(value, 1)  # a median of two whole numbers
         return number(int(value))
-    return decimal(value, digits)
+    return number(value, digits)
 
 
 def _row_cell(data, key, digits):
@@ -139,7 +131,7 @@ def progress_line(result):
 
 def ratio_line(name, ratio):
     """``name``: ``"A/B"`` of :func:`benchmarks.analysis.summarise`'s ratios."""
-    return f"отношение медиан доставок в секунду {name}: {decimal(ratio, 2)}"
+    return f"отношение медиан доставок в секунду {name}: {number(ratio, 2)}"
 
 
 def udp_unpaced_note(variants, params):
@@ -154,7 +146,7 @@ STATUS_WORDS = {"ok": "готово", "budget": "не уложился", "skippe
 
 BLOCKS = (  # (key, label, digits after the comma; None: a whole number)
     ("status", "итог", "status"),
-    ("join_s", "вход всех, с", 3),
+    ("join_s", "вход всех, с", 2),
     ("joined", "вошло участников", None),
     ("broadcast_ms", "рассылка одного сообщения всем, мс", 1),
     ("rss_idle_mb", "RSS сервера до входа, МБ", 1),
@@ -211,6 +203,6 @@ def point_line(point):
         return f"{head}: {point['reason']}"
     threads = point["threads"]
     threads = "" if threads is None else ", " + plural(threads, "поток", "потока", "потоков")
-    return (f"{head}: вход {cell(point['join_s'], 3)} с, "
+    return (f"{head}: вход {cell(point['join_s'], 2)} с, "
             f"рассылка {cell(point['broadcast_s'] * 1000, 1)} мс, "
             f"RSS {cell(point['rss_mb'], 1)} МБ{threads}")

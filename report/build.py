@@ -65,6 +65,8 @@ APPENDICES = [
 """The lettered appendices of the listings: (letter, package, title), in order."""
 
 PACKAGES = [package for _, package, _ in APPENDICES]
+DEMO_APPENDIX = ("Г", "Терминалы участников демонстрации")
+"""The appendix after the listings: (letter, title)."""
 FIRST_FILES = ["tcp_chat/server.py", "tcp_chat/client.py", "tcp_chat/select_server.py",
                "udp_chat/server.py", "udp_chat/client.py",
                "chat_common/config.py", "chat_common/protocol.py", "chat_common/text.py",
@@ -342,10 +344,27 @@ def demo_section(sessions):
                        "кто что отправил, по порядку\n\n"
                        + table(["шаг", "кто", "отправлено", "зачем"], rows, "rlll"))
         shown = sessions
+    # The first user's terminal (she sees the whole session) stays in the body;
+    # the others go to appendix Г: the body of a lab report stays within 25 pages.
+    first = tcp.users[0]
+    out.append(f"Терминал участника «{first}» (TCP):\n\n"
+               + fence("\n".join(tcp.seen[first]), "text"))
+    out.append(f"Терминалы остальных участников — в приложении {DEMO_APPENDIX[0]}.")
+    return "\n\n".join(out)
+
+
+def demo_appendix(sessions):
+    """Appendix Г: the terminals of the demonstration not shown in the body."""
+    tcp = sessions["TCP"]
+    shown = {"TCP": tcp} if _same_after_welcome(sessions) else sessions
+    out = [f"## {appendix_heading(*DEMO_APPENDIX)}",
+           "Терминалы участников сеансов раздела {{sec:Демонстрация работы}}, кроме "
+           f"терминала «{tcp.users[0]}» (TCP), показанного там."]
     for variant, session in shown.items():
         for user in session.users:
-            out.append(f"Терминал участника «{user}» ({variant}):\n\n"
-                       + fence("\n".join(session.seen[user]), "text"))
+            if (variant, user) != ("TCP", tcp.users[0]):
+                out.append(f"Терминал участника «{user}» ({variant}):\n\n"
+                           + fence("\n".join(session.seen[user]), "text"))
     for session in sessions.values():
         for title, lines in session.extra:
             out.append(f"{title} ({session.variant}):\n\n" + fence("\n".join(lines), "text"))
@@ -702,6 +721,7 @@ def generate_markdown(sessions=None, run=None):
         "config_table": config_table,
         "appendices": appendices,
         "demo": lambda: demo_section(sessions),
+        "demo_appendix": lambda: demo_appendix(sessions),
         "tests": lambda: tests_section(run),
         "measurements": measurements_section,
         "measurement_conclusions": measurement_conclusions,

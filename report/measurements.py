@@ -149,6 +149,7 @@ class Data:
         self.summary = raw.get("summary") or {}
         self.machine = raw.get("machine") or {}
         self.captions = raw.get("figures") or {}
+        self.scale = raw.get("scale") if isinstance(raw.get("scale"), dict) else {}
         self.claimed = set()
         members = set(self.summary.get("members") or [])
         self.sweep = self._paced_sweep(members) if members else []
@@ -307,15 +308,14 @@ def latency(data):
     if memory.get("tcp") is not None and memory.get("udp") is not None:
         said.append(
             f"Каждый участник TCP стоит серверу около {kb(memory['tcp'])} КБ памяти (наклон "
-            "прямой"
-            + (" на рисунке {{fig:meas-memory_per_member}}" if data.has_figure(
-                "memory_per_member") else "")
-            + "): два потока со своими стеками и объекты соединения, очереди отправки и "
+            "прямой, проведённой методом наименьших квадратов через столбец «память» "
+            "таблицы {{tab:meas-sweep}}; график — в блокноте): два потока со своими стеками и объекты соединения, очереди отправки и "
             f"разборщика строк. Участник UDP — несколько записей в словарях, около "
             f"{kb(memory['udp'])} КБ, на уровне шума.")
     # The plots before the text: text fills a page, a plot that does not fit leaves a gap.
-    figures = [data.figure(stem) for stem in ("latency_vs_members", "memory_per_member")]
-    out += [figure for figure in figures if figure]
+    figure = data.figure("latency_vs_members")
+    if figure:
+        out.append(figure)
     if said:
         out.append(" ".join(said[:2]))
         out += said[2:]
@@ -561,9 +561,121 @@ def ping(data):
                    "По TCP потерь нет: потерянный сегмент ядро пересылает само.")
 
 
-LEFT_TO_NOTEBOOKS = {"join_time", PING_FIGURE}
-"""Plots that only repeat a column of a table of this section (time to join,
-the pinger's loss): the report gives the table, the notebooks the plot."""
+# --- Threads or an event loop (notebook section 7) -----------------------------------
+SCALE_FIGURE = "threads_vs_event_loop"
+SCALE_VARIANTS = ("tcp", "select")
+SCENARIO_WORDS = {"fanout": "1 отправитель", "many-senders": "10 отправителей"}
+
+
+def _scale_point(points, variant, members):
+    for point in points:
+        if point.get("variant") == variant and point.get("members") == members:
+            return point
+    return None
+
+
+def _scale_cells(point, budget):
+    """Join (s), broadcast (ms), RSS per member (KB) and threads of one point."""
+    if point is None or point.get("status") == "skipped":
+        return ["—"] * 4
+    join = (f"> {ru.seconds(budget)}" if point.get("status") == "budget"
+            else ru.decimal(point.get("join_s"), 2))
+    broadcast = point.get("broadcast_s")
+    return [join, ru.decimal(broadcast * 1000 if broadcast is not None else None, 1),
+            kb(point.get("rss_per_member_kb")), ru.integer(point.get("threads"))]
+
+
+def _stopped(points, variant):
+    """The first point of ``variant`` that is not "ok" (or None)."""
+    for point in sorted(points, key=lambda point: point.get("members") or 0):
+        if point.get("variant") == variant and point.get("status") in ("budget", "error"):
+            return point
+    return None
+
+
+def _scale_text(points, budget):
+    sizes = sorted({point.get("members") for point in points})
+    both = [n for n in sizes if all((_scale_point(points, v, n) or {}).get("status") == "ok"
+                                    for v in SCALE_VARIANTS)]
+    if not both:
+        return []
+    n = both[-1]
+    tcp, sel = (_scale_point(points, v, n) for v in SCALE_VARIANTS)
+    said = [
+        f"При {ru.count(n, 'участнике', 'участниках', 'участниках')} у сервера с потоком на "
+        f"клиента {ru.count(tcp['threads'], 'поток', 'потока', 'потоков')}, по два на "
+        f"участника, у сервера с циклом событий — {ru.integer(sel['threads'])} при любом "
+        "числе участников (главный поток ждёт Ctrl+C, второй крутит цикл). Участник стоит "
+        f"первому около {kb(tcp['rss_per_member_kb'])} КБ памяти (стеки потоков и их "
+        f"объекты), второму — около {kb(sel['rss_per_member_kb'])} КБ (буферы и запись в "
+        f"словаре). Вход занял {ru.decimal(tcp['join_s'], 2)} и {ru.decimal(sel['join_s'], 2)} с, "
+        f"одна рассылка всем — {ru.decimal(tcp['broadcast_s'] * 1000, 1)} и "
+        f"{ru.decimal(sel['broadcast_s'] * 1000, 1)} мс (таблица {{{{tab:meas-scale}}}}). "
+        "Вход дорог обоим: о каждом новичке сервер сообщает всем, кто уже в чате, это "
+        f"N·(N−1)/2 = {ru.integer(tcp['notices'])} строк. Но у сервера с потоками каждое "
+        "такое уведомление будит поток отправки получателя, и тысячи потоков по очереди "
+        "берут два ядра и GIL, а цикл событий сам пишет в готовые сокеты."]
+    stops = [(name, _stopped(points, variant)) for variant, name in (
+        ("tcp", "сервер с потоком на клиента"), ("select", "сервер с циклом событий"))]
+    stops = [f"{name} — на {ru.integer(stop['members'])} ({stop['reason']})"
+             for name, stop in stops if stop]
+    if stops:
+        said[0] += (" Где каждый остановился: " + "; ".join(stops)
+                    + ". Большие размеры для остановившегося не запускались.")
+    return said
+
+
+def event_loop(data):
+    """Thread per client against one thread with an event loop: the scale series
+    and the two designs at 100 members (``timing.json`` → ``scale``)."""
+    points = [p for p in data.scale.get("points") or [] if isinstance(p, dict)]
+    if not points:
+        return ""
+    budget = data.scale.get("join_budget_s") or 0
+    rows = [[ru.integer(n), variant] + _scale_cells(_scale_point(points, variant, n), budget)
+            for n in sorted({p.get("members") for p in points}) for variant in SCALE_VARIANTS]
+    header = ["участников", "сервер", "вход, с", "рассылка, мс", "КБ на участника", "потоков"]
+    out = ["### Потоки или цикл событий",
+           "Тот же протокол (`chat_common`) обслуживают два сервера TCP: `tcp_chat/server.py` "
+           "с двумя потоками на участника и `tcp_chat/select_server.py` с одним потоком и "
+           "циклом событий (подраздел {{sec:Сервер TCP на цикле событий}}). Серия масштаба "
+           "(`python -m benchmarks.scale`; графики — в разделе 7 блокнота 03) для каждого числа участников N "
+           "запускает свежий сервер, подключает N участников и отправляет одно сообщение "
+           f"всем. На вход в одной точке отведено {ru.seconds(budget)} с; не уложился — в "
+           "таблице «>», и большие N для этого сервера не запускаются.",
+           f"Таблица {{{{tab:meas-scale}}}} — Серия масштаба: tcp — поток на клиента, select — "
+           "цикл событий\n\n" + _table(header, rows, "rlrrrr")]
+    out += _scale_text(points, budget)
+    at_100 = data.scale.get("at_100") or {}
+    rows = []
+    for key, run in sorted(at_100.items(), key=lambda item: (item[0].partition("/")[0],
+                                                            _rank(item[0].partition("/")[2]))):
+        scenario, _, variant = key.partition("/")
+        rows.append([SCENARIO_WORDS.get(scenario, scenario), variant, _delivered(run),
+                     per_s(run.get("deliveries_per_s")), ru.decimal(run.get("latency_p99_ms"), 1),
+                     ru.decimal(run.get("server_peak_rss_mb"), 1)])
+    if rows:
+        out.append("Таблица {{tab:meas-scale100}} — Два сервера TCP при 100 участниках без паузы "
+                   "между сообщениями (медиана трёх запусков)\n\n"
+                   + _table(["нагрузка", "сервер", "доставлено", "доставок в секунду",
+                             "p99, мс", "память, МБ"], rows, "llrrrr"))
+        lossless = all(run.get("lost") == 0 for run in at_100.values())
+        out.append("При ста участниках "
+                   + ("оба устройства сервера доставили всё, и по скорости они близки "
+                      if lossless else "потери есть и здесь ")
+                   + "(таблица {{tab:meas-scale100}}): поток на клиента — самое понятное "
+                   "устройство, и учебному чату его хватает. Тысячи участников упираются в "
+                   "потоки — память, переключения и GIL; цикл событий держит их в одном "
+                   "потоке, но его код сложнее: неблокирующие сокеты, свой буфер отправки и "
+                   "запись только в готовый сокет. Дальше обоих останавливает сам протокол: "
+                   "объявление каждого входа всем растёт как N².")
+    return "\n\n".join(out)
+
+
+LEFT_TO_NOTEBOOKS = {"join_time", "memory_per_member", SCALE_FIGURE, PING_FIGURE}
+"""Plots that only repeat a table of this section (time to join, memory
+against members, the scale series, the pinger's loss): the report gives the
+table, the notebooks the plot (a page of a lab report is dearer than a plot)."""
 
 
 def other_figures(data):
@@ -578,7 +690,7 @@ def other_figures(data):
     return "### Другие графики\n\n" + "\n\n".join(shown)
 
 
-SUBSECTIONS = [method, latency, throughput, naive, udp_loss, ping, other_figures]
+SUBSECTIONS = [method, latency, throughput, naive, udp_loss, ping, event_loop, other_figures]
 """The subsections, in order (``other_figures`` stays last)."""
 
 
@@ -620,6 +732,9 @@ def conclusions(figures):
     tcp_runs = [run for run in data.runs if run.get("variant") == "tcp"]
     if tcp_runs and not any(run.get("lost") for run in tcp_runs):
         said.append("TCP не потерял ни одной доставки")
+    scale = _scale_summary(data)
+    if scale:
+        said.append(scale)
     if not said:
         return NO_CONCLUSIONS
     return ("Замеры (раздел {{sec:Результаты измерений}}) показали цену надёжности: "
@@ -628,7 +743,25 @@ def conclusions(figures):
             "сообщения.")
 
 
-FACT_KEYS = ("slow_reader", "naive_order", "naive_corrupt", "memory", "udp_loss")
+def _scale_summary(data):
+    """One clause on where each server design stopped in the scale series ("" if not run)."""
+    points = [p for p in data.scale.get("points") or [] if isinstance(p, dict)]
+    parts = []
+    for variant, name in (("tcp", "сервер TCP с потоком на клиента"),
+                          ("select", "сервер с циклом событий")):
+        ok = [p for p in points if p.get("variant") == variant and p.get("status") == "ok"]
+        if not ok:
+            continue
+        best = max(ok, key=lambda p: p["members"])
+        parts.append(f"{name} принял {ru.count(best['members'], 'участника', 'участников', 'участников')} "
+                     f"за {ru.decimal(best['join_s'], 2)} с с "
+                     f"{ru.count(best['threads'], 'потоком', 'потоками', 'потоками')}")
+    if len(parts) < 2:
+        return ""
+    return "в серии масштаба " + parts[0] + ", а " + parts[1] + " (таблица {{tab:meas-scale}})"
+
+
+FACT_KEYS = ("slow_reader", "naive_order", "naive_corrupt", "memory", "udp_loss", "event_loop")
 """Sentences about the measurements that other sections quote (``{{meas:KEY}}``)."""
 
 
@@ -667,6 +800,9 @@ def facts(figures):
             f"Цена потоков видна в замерах: участник TCP стоит серверу около "
             f"{kb(memory['tcp'])} КБ памяти, участник UDP — около {kb(memory['udp'])} КБ "
             "(подраздел {{sec:Задержка, вход и память}}).")
+    scale = _scale_summary(data)
+    if scale:
+        found["event_loop"] = "В замерах " + scale.removeprefix("в ") + "."
     lossless = lossless_rate(data.loss)
     if lossless:
         found["udp_loss"] = (
