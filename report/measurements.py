@@ -660,10 +660,17 @@ def event_loop(data):
                    + _table(["нагрузка", "сервер", "доставлено", "доставок в секунду",
                              "p99, мс", "память, МБ"], rows, "llrrrr"))
         lossless = all(run.get("lost") == 0 for run in at_100.values())
+        ratios = []
+        for scenario in SCENARIO_WORDS:
+            tcp, sel = at_100.get(f"{scenario}/tcp"), at_100.get(f"{scenario}/select")
+            if tcp and sel and tcp.get("deliveries_per_s") and sel.get("deliveries_per_s"):
+                ratios.append(ru.decimal(sel["deliveries_per_s"] / tcp["deliveries_per_s"], 2))
         out.append("При ста участниках "
-                   + ("оба устройства сервера доставили всё, и по скорости они близки "
-                      if lossless else "потери есть и здесь ")
-                   + "(таблица {{tab:meas-scale100}}): поток на клиента — самое понятное "
+                   + ("оба устройства сервера доставили всё" if lossless
+                      else "потери есть и здесь")
+                   + (f"; по доставкам в секунду select/tcp — {' и '.join(ratios)}"
+                      if ratios else "")
+                   + " (таблица {{tab:meas-scale100}}): поток на клиента — самое понятное "
                    "устройство, и учебному чату его хватает. Тысячи участников упираются в "
                    "потоки — память, переключения и GIL; цикл событий держит их в одном "
                    "потоке, но его код сложнее: неблокирующие сокеты, свой буфер отправки и "

@@ -407,7 +407,7 @@ def test_scale_table_is_russian():
     labels = [label for _, label, _ in table.BLOCKS]
     assert_russian_labels(labels)
     assert all(label in lines for label in labels)
-    assert re.search(r"^  1 000 +43,218 +4,800$", text, re.MULTILINE)  # join, s
+    assert re.search(r"^  1 000 +43,22 +4,80$", text, re.MULTILINE)  # join, s
     assert re.search(r"^  3 000 +> 60 +—$", text, re.MULTILINE)
     assert re.search(r"^  1 000 +85,3 +33,0$", text, re.MULTILINE)  # broadcast, ms
     assert re.search(r"^  3 000 +4 622 +—$", text, re.MULTILINE)  # threads
@@ -417,7 +417,7 @@ def test_scale_table_is_russian():
     assert "select, 3 000 участников: не запускался: уже 3 000 не уложились" in lines
     assert not re.search(r"\d\.\d", text)
     assert table.point_line(points[0]) == (
-        "tcp, 1 000 участников: вход 43,218 с, рассылка 85,3 мс, RSS 59,8 МБ, 2 002 потока")
+        "tcp, 1 000 участников: вход 43,22 с, рассылка 85,3 мс, RSS 59,8 МБ, 2 002 потока")
 
 
 def test_scale_cli_prints_a_table_or_json():
