@@ -84,12 +84,12 @@ FILE_ROLES = {
                            "числа и списки по-русски",
     "chat_common/framing.py": "разбор потока байтов TCP на строки",
     "chat_common/pinger.py": "пингер обоих клиентов: команда `/ping N`, время ответа и потери",
-    "chat_common/loss.py": "искусственные потери датаграмм для опытов (`--loss`, `--seed`)",
+    "chat_common/loss.py": "искусственные потери датаграмм для опытов: флаги `--loss` и `--seed`",
     "tcp_chat/select_server.py": "сервер TCP с циклом событий (`selectors`): один поток на всех",
     "chat_common/base_server.py": "общее у серверов TCP и UDP: комната под одной блокировкой, "
                                   "поток сервера, запуск и остановка",
     "chat_common/cli.py": "командная строка всех программ и запуск сервера до Ctrl+C",
-    "chat_common/console.py": "терминал клиента (общий для TCP и UDP)",
+    "chat_common/console.py": "терминал клиента, общий для TCP и UDP",
     "tcp_chat/server.py": "многопоточный сервер TCP",
     "tcp_chat/client.py": "клиент TCP: поток приёма и главный поток ввода",
     "udp_chat/server.py": "однопоточный сервер UDP с удалением молчащих участников",
@@ -360,14 +360,14 @@ def demo_appendix(sessions):
     out = [f"## {appendix_heading(*DEMO_APPENDIX)}",
            "Терминалы участников сеансов раздела {{sec:Демонстрация работы}}, кроме "
            f"терминала «{tcp.users[0]}» (TCP), показанного там."]
-    for variant, session in shown.items():
-        for user in session.users:
-            if (variant, user) != ("TCP", tcp.users[0]):
-                out.append(f"Терминал участника «{user}» ({variant}):\n\n"
-                           + fence("\n".join(session.seen[user]), "text"))
-    for session in sessions.values():
-        for title, lines in session.extra:
-            out.append(f"{title} ({session.variant}):\n\n" + fence("\n".join(lines), "text"))
+    blocks = [(f"Терминал участника «{user}», {variant}", session.seen[user])
+              for variant, session in shown.items() for user in session.users
+              if (variant, user) != ("TCP", tcp.users[0])]
+    blocks += [(f"{title}, {session.variant}", lines)
+               for session in sessions.values() for title, lines in session.extra]
+    letter = DEMO_APPENDIX[0]
+    out += [f"Листинг {letter}.{index} — {title}\n\n" + fence("\n".join(lines), "text")
+            for index, (title, lines) in enumerate(blocks, start=1)]
     return "\n\n".join(out)
 
 
@@ -413,7 +413,7 @@ def run_tests():
                              + result.stdout[-3000:] + result.stderr[-3000:])
         tree = ElementTree.parse(xml_path)
     files = {}
-    failures = []
+    failures, skipped = [], []
     totals = {"passed": 0, "failed": 0, "skipped": 0}
     for case in tree.iter("testcase"):
         path = case.get("file") or ""
@@ -426,6 +426,8 @@ def run_tests():
         counts = files.setdefault(path, {"passed": 0, "failed": 0, "skipped": 0})
         counts[outcome] += 1
         totals[outcome] += 1
+        if outcome == "skipped":
+            skipped.append(case.get("name"))
         if outcome == "failed":
             classname = case.get("classname", "")
             failures.append(f"{path}::{case.get('name')}" if path else
@@ -442,6 +444,7 @@ def run_tests():
             "exit_code": result.returncode,
             "files": dict(sorted(files.items())),
             "failures": sorted(failures),
+            "skipped_tests": sorted(skipped),
             "summary": summary[-1] if summary else "",
         },
         "environment": {
@@ -459,6 +462,22 @@ def load_test_run():
         return json.loads(TEST_RUN.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
+
+
+SKIP_REASONS = {
+    "test_telnet": "на машине нет программы telnet, а тест запускает настоящую",
+    "test_scale_series": "система не сообщает число потоков процесса",
+}
+"""Why a test may be skipped, by the start of its name (pytest's reasons are
+written for developers, in English)."""
+
+
+def skip_reason(name):
+    """The Russian reason a skipped test ``name`` gives in the report."""
+    for start, reason in SKIP_REASONS.items():
+        if name.startswith(start):
+            return reason
+    return "условие теста не выполняется на этой машине"
 
 
 def tests_section(run):
@@ -506,6 +525,10 @@ def tests_section(run):
             + ("\n- …" if len(r["failures"]) > len(shown) else "")
     elif r["total"]:
         status += " Все запущенные тесты пройдены."
+    skipped = r.get("skipped_tests") or []
+    if skipped:
+        status += " Пропущены: " + "; ".join(
+            f"`{name}` — {skip_reason(name)}" for name in skipped) + "."
     out.append(status)
     out.append(f"Файл `{SELF_TEST}` проверяет сам отчёт, поэтому сборка его не запускает; "
                "он выполняется при обычном `python -m pytest` вместе с остальными.")
@@ -534,7 +557,7 @@ def demo_conclusion(sessions):
     if same:
         return ("Терминалы UDP здесь не повторены: после входа в чат они совпадают с "
                 "терминалами TCP строка в строку, потому что правила чата у вариантов общие "
-                "(`ChatRoom`), а различается только транспорт. Отличается лишь вход: по TCP "
+                "(`ChatRoom`), а различается только транспорт.\n\nОтличается лишь вход: по TCP "
                 "сервер сам присылает приглашение и принимает имя первой строкой, по UDP "
                 "клиент отправляет датаграмму `/join ИМЯ` (таблица {{tab:demo}}) и "
                 "приглашения не получает.")

@@ -272,6 +272,10 @@ def latency(data):
     members = sorted({run.get("clients") for run in sweep})
     small, big = members[0], members[-1]
     out = ["### Задержка, вход и память",
+           "Один отправитель шлёт сообщения с постоянной скоростью, число участников "
+           "растёт; результаты — в таблице {{tab:meas-sweep}}"
+           + (" и на рисунке {{fig:meas-latency_vs_members}}."
+              if data.has_figure("latency_vs_members") else "."),
            f"Таблица {{{{tab:meas-sweep}}}} — Задержка, вход и память: один отправитель, "
            f"{_rate_words(sweep[0].get('rate'))}\n\n"
            + _table(["участников", "вариант", "доставлено", "p50, мс", "p95, мс", "p99, мс",
@@ -301,7 +305,8 @@ def latency(data):
         said.append(
             f"Вход {ru.count(big, 'участника', 'участников', 'участников')} занял по TCP "
             f"{join_ms(tcp_big.get('join_s'))} мс, по UDP — {join_ms(udp_big.get('join_s'))} мс"
-            + " (столбец «вход» таблицы {{tab:meas-sweep}}). Вход по TCP дороже: тройное рукопожатие, затем приглашение и имя, и сервер "
+            + " (столбец «вход» таблицы {{tab:meas-sweep}}). Вход по TCP дороже: тройное "
+            "рукопожатие, затем приглашение и имя, и сервер "
             "создаёт на участника два потока; по UDP вход — одна датаграмма `/join` и ответ "
             "на неё.")
     memory = data.summary.get("memory_kb_per_member") or {}
@@ -309,7 +314,8 @@ def latency(data):
         said.append(
             f"Каждый участник TCP стоит серверу около {kb(memory['tcp'])} КБ памяти (наклон "
             "прямой, проведённой методом наименьших квадратов через столбец «память» "
-            "таблицы {{tab:meas-sweep}}; график — в блокноте): два потока со своими стеками и объекты соединения, очереди отправки и "
+            "таблицы {{tab:meas-sweep}}; график — в блокноте): два потока со своими стеками "
+            "и объекты соединения, очереди отправки и "
             f"разборщика строк. Участник UDP — несколько записей в словарях, около "
             f"{kb(memory['udp'])} КБ, на уровне шума.")
     # The plots before the text: text fills a page, a plot that does not fit leaves a gap.
@@ -335,6 +341,9 @@ def throughput(data):
     median = f" (медиана {ru.count(data.repeats, 'запуска', 'запусков', 'запусков')})" \
         if data.repeats > 1 else ""
     out = ["### Пропускная способность",
+           "Один отправитель шлёт сообщения без паузы; результаты — в таблице "
+           "{{tab:meas-throughput}}"
+           + (" и на рисунке {{fig:meas-throughput}}." if data.has_figure("throughput") else "."),
            "Таблица {{tab:meas-throughput}} — Пропускная способность: один отправитель без "
            f"паузы между сообщениями{median}\n\n"
            + _table(["участников", "вариант", "доставок в секунду", "потери, %", "p50, мс"],
@@ -364,7 +373,8 @@ def throughput(data):
                     "`sendto()` и не может попросить отправителя подождать: у него "
                     f"{_deliveries(udp['deliveries_per_s'])} в секунду, а "
                     f"{ru.percent(udp.get('loss_pct'))} доставок потерялось.")
-    said.append(f"Стенд и сервер делят {ru.count(data.machine.get('cpu_count') or 0, 'процессор', 'процессора', 'процессоров')}, "
+    cpus = ru.count(data.machine.get('cpu_count') or 0, 'процессор', 'процессора', 'процессоров')
+    said.append(f"Стенд и сервер делят {cpus}, "
                 "поэтому запуски расходятся на десятки процентов."
                 if data.machine.get("cpu_count") else "")
     out.append(" ".join(part for part in said if part))
@@ -436,12 +446,14 @@ def naive(data):
         if run:
             loads.append(f"«{title}» — {_load(run)}")
     out = ["### Наивный сервер и медленный читатель",
+           "Те же нагрузки для нашего сервера и для наивного — в таблице {{tab:meas-naive}}.",
            "Таблица {{tab:meas-naive}} — Что делает неправильно наивный сервер: те же "
            "нагрузки для нашего сервера TCP и наивного"
-           + (f" ({'; '.join(loads)})" if loads else "") + "\n\n"
-           + _table(["вариант", "нагрузка", "доставлено, %", "испорчено сообщений",
-                     "участников с иным порядком", "рассылка встала", "нечитающий отключён"],
-                    rows, "llrrrll")]
+           + (f" ({'; '.join(loads)})" if loads else "")
+           + ". Столбцы: испорчено сообщений, участников с иным порядком, встала ли "
+           "рассылка, отключён ли нечитающий\n\n"
+           + _table(["вариант", "нагрузка", "доставлено, %", "испорчено", "иной порядок",
+                     "встала", "отключён"], rows, "llrrrll")]
     said = []
     ours, theirs = wrong.get("tcp") or {}, wrong.get("naive") or {}
     many, many_ours = theirs.get("many-senders"), ours.get("many-senders")
@@ -489,6 +501,10 @@ def udp_loss(data):
                      ru.integer(run.get("messages")), _delivered(run), pct(run.get("loss_pct"))])
     receivers = max(run.get("clients") or 0 for run in runs) - 1
     out = ["### Потери при перегрузке",
+           "Один отправитель шлёт с заданной скоростью, от медленной до предельной; "
+           "потери — в таблице {{tab:meas-loss}}"
+           + (" и на рисунке {{fig:meas-udp_loss_vs_rate}}."
+              if data.has_figure("udp_loss_vs_rate") else "."),
            "Таблица {{tab:meas-loss}} — Потери в зависимости от скорости отправки "
            f"({ru.count(receivers, 'получатель', 'получателя', 'получателей')})\n\n"
            + _table(["вариант", "задано, сообщ./с", "вышло, сообщ./с", "сообщений",
@@ -513,7 +529,7 @@ def udp_loss(data):
     if tcp_runs:
         lost = sum(run.get("lost") or 0 for run in tcp_runs)
         said.append(
-            f"TCP за все {ru.count(len(tcp_runs), 'запуск', 'запуска', 'запусков')} блокнота "
+            f"TCP во всех {ru.count(len(tcp_runs), 'замере', 'замерах', 'замерах')} блокнота "
             + ("не потерял ни одной доставки: при перегрузке он не выбрасывает данные, а "
                "замедляет отправителя (окно приёма и буферы)." if lost == 0 else
                f"потерял {ru.count(lost, 'доставку', 'доставки', 'доставок')}."))
@@ -550,15 +566,18 @@ def ping(data):
     text = ("### Потери, которые видно: пингер\n\n"
             "Блокнот `notebooks/02_udp_chat.ipynb` запускает сервер UDP с искусственными "
             "потерями (`--loss`, `--seed`) и меряет их пингером клиента (`/ping`): "
-            f"{ru.count(pings or 0, 'пронумерованный запрос', 'пронумерованных запроса', 'пронумерованных запросов')}; "
-            "запрос без ответа `*** pong` за 0,3 с считается потерянным (таблица "
+            + ru.count(pings or 0, "пронумерованный запрос", "пронумерованных запроса",
+                       "пронумерованных запросов") + "; "
+            "запрос без ответа `*** pong` за 0,3\u00a0с считается потерянным (таблица "
             "{{tab:meas-ping}}, последняя строка — тот же пингер по TCP).\n\n"
             "Таблица {{tab:meas-ping}} — Пингер при потерях, заданных серверу\n\n"
             + _table(["вариант", "потери сервера", "ответов", "потеряно",
                       "время ответа мин. / сред. / макс., мс"], rows, "lrrrr"))
     return text + ("\n\nИзмеренная доля потерь близка к заданной, но не равна ей: "
                    f"{ru.count(pings or 0, 'запрос', 'запроса', 'запросов')} — малая выборка. "
-                   "По TCP потерь нет: потерянный сегмент ядро пересылает само.")
+                   "Серверу TCP потери не задавались (`--loss` есть только у UDP): в настоящей "
+                   "сети потерянный сегмент TCP ядро переслало бы само, и приложение увидело "
+                   "бы задержку, а не потерю.")
 
 
 # --- Threads or an event loop (notebook section 7) -----------------------------------
@@ -603,12 +622,15 @@ def _scale_text(points, budget):
     tcp, sel = (_scale_point(points, v, n) for v in SCALE_VARIANTS)
     said = [
         f"При {ru.count(n, 'участнике', 'участниках', 'участниках')} у сервера с потоком на "
-        f"клиента {ru.count(tcp['threads'], 'поток', 'потока', 'потоков')}, по два на "
+        f"клиента {_threads(tcp['threads'])}, по два на "
         f"участника, у сервера с циклом событий — {ru.integer(sel['threads'])} при любом "
         "числе участников (главный поток ждёт Ctrl+C, второй крутит цикл). Участник стоит "
         f"первому около {kb(tcp['rss_per_member_kb'])} КБ памяти (стеки потоков и их "
         f"объекты), второму — около {kb(sel['rss_per_member_kb'])} КБ (буферы и запись в "
-        f"словаре). Вход занял {ru.decimal(tcp['join_s'], 2)} и {ru.decimal(sel['join_s'], 2)} с, "
+        "словаре); это прирост RSS за вход, делённый на N, а в подразделе "
+        "{{sec:Задержка, вход и память}} — наклон прямой по размерам таблицы "
+        "{{tab:meas-sweep}}, поэтому числа там немного другие. "
+        f"Вход занял {ru.decimal(tcp['join_s'], 2)} и {ru.decimal(sel['join_s'], 2)} с, "
         f"одна рассылка всем — {ru.decimal(tcp['broadcast_s'] * 1000, 1)} и "
         f"{ru.decimal(sel['broadcast_s'] * 1000, 1)} мс (таблица {{{{tab:meas-scale}}}}). "
         "Вход дорог обоим: о каждом новичке сервер сообщает всем, кто уже в чате, это "
@@ -639,10 +661,11 @@ def event_loop(data):
            "Тот же протокол (`chat_common`) обслуживают два сервера TCP: `tcp_chat/server.py` "
            "с двумя потоками на участника и `tcp_chat/select_server.py` с одним потоком и "
            "циклом событий (подраздел {{sec:Сервер TCP на цикле событий}}). Серия масштаба "
-           "(`python -m benchmarks.scale`; графики — в разделе 7 блокнота 03) для каждого числа участников N "
-           "запускает свежий сервер, подключает N участников и отправляет одно сообщение "
-           f"всем. На вход в одной точке отведено {ru.seconds(budget)} с; не уложился — в "
-           "таблице «>», и большие N для этого сервера не запускаются.",
+           "(`python -m benchmarks.scale`; графики — в разделе 7 блокнота 03) для каждого "
+           "числа участников N запускает свежий сервер, подключает N участников и "
+           "отправляет одно сообщение всем (таблица {{tab:meas-scale}}). На вход в одной "
+           f"точке отведено {ru.seconds(budget)} с; не уложился — в таблице «>», и большие "
+           "N для этого сервера не запускаются.",
            f"Таблица {{{{tab:meas-scale}}}} — Серия масштаба: tcp — поток на клиента, select — "
            "цикл событий\n\n" + _table(header, rows, "rlrrrr")]
     out += _scale_text(points, budget)
@@ -666,10 +689,10 @@ def event_loop(data):
             if tcp and sel and tcp.get("deliveries_per_s") and sel.get("deliveries_per_s"):
                 ratios.append(ru.decimal(sel["deliveries_per_s"] / tcp["deliveries_per_s"], 2))
         out.append("При ста участниках "
-                   + ("оба устройства сервера доставили всё" if lossless
+                   + ("оба варианта сервера доставили всё" if lossless
                       else "потери есть и здесь")
-                   + (f"; по доставкам в секунду select/tcp — {' и '.join(ratios)}"
-                      if ratios else "")
+                   + (f"; сервер с циклом событий дал {' и '.join(ratios)} от доставок в "
+                      "секунду многопоточного" if ratios else "")
                    + " (таблица {{tab:meas-scale100}}): поток на клиента — самое понятное "
                    "устройство, и учебному чату его хватает. Тысячи участников упираются в "
                    "потоки — память, переключения и GIL; цикл событий держит их в одном "
@@ -750,25 +773,35 @@ def conclusions(figures):
             "сообщения.")
 
 
+def _threads(count):
+    """``2 002 потока``; the count is None where the OS does not tell it."""
+    return "потоков: —" if count is None else ru.count(count, "поток", "потока", "потоков")
+
+
 def _scale_summary(data):
-    """One clause on where each server design stopped in the scale series ("" if not run)."""
+    """One clause on the scale series: both designs at the largest N both
+    joined, then how far the event loop went ("" if the series was not run)."""
     points = [p for p in data.scale.get("points") or [] if isinstance(p, dict)]
-    parts = []
-    for variant, name in (("tcp", "сервер TCP с потоком на клиента"),
-                          ("select", "сервер с циклом событий")):
-        ok = [p for p in points if p.get("variant") == variant and p.get("status") == "ok"]
-        if not ok:
-            continue
-        best = max(ok, key=lambda p: p["members"])
-        parts.append(f"{name} принял {ru.count(best['members'], 'участника', 'участников', 'участников')} "
-                     f"за {ru.decimal(best['join_s'], 2)} с с "
-                     f"{ru.count(best['threads'], 'потоком', 'потоками', 'потоками')}")
-    if len(parts) < 2:
+    ok = {(p.get("variant"), p.get("members")): p for p in points if p.get("status") == "ok"}
+    both = [n for (variant, n) in ok if variant == "tcp" and ("select", n) in ok]
+    if not both:
         return ""
-    return "в серии масштаба " + parts[0] + ", а " + parts[1] + " (таблица {{tab:meas-scale}})"
+    n = max(both)
+    tcp, sel = ok["tcp", n], ok["select", n]
+    text = (f"в серии масштаба при {ru.count(n, 'участнике', 'участниках', 'участниках')} "
+            f"вход занял {ru.decimal(tcp['join_s'], 2)} с у сервера TCP с потоком на клиента "
+            f"({_threads(tcp['threads'])}) и "
+            f"{ru.decimal(sel['join_s'], 2)} с у сервера с циклом событий "
+            f"({_threads(sel['threads'])})")
+    further = max(m for (variant, m) in ok if variant == "select")
+    if further > n:
+        text += (f"; цикл событий принял и "
+                 f"{ru.count(further, 'участника', 'участников', 'участников')} — за "
+                 f"{ru.decimal(ok['select', further]['join_s'], 2)} с")
+    return text + " (таблица {{tab:meas-scale}})"
 
 
-FACT_KEYS = ("slow_reader", "naive_order", "naive_corrupt", "memory", "udp_loss", "event_loop")
+FACT_KEYS = ("naive_order", "naive_corrupt", "memory", "udp_loss", "event_loop")
 """Sentences about the measurements that other sections quote (``{{meas:KEY}}``)."""
 
 
@@ -792,15 +825,6 @@ def facts(figures):
             "десятью отправителями испортил "
             f"{ru.count(many.get('corrupt') or 0, 'сообщение', 'сообщения', 'сообщений')} "
             "(таблица {{tab:meas-naive}}).")
-    run = data.scenarios.get("slow-reader", {}).get("tcp")
-    slow = (wrong.get("naive") or {}).get("slow-reader")
-    if run and slow and slow.get("expected"):
-        share = 100.0 * (slow.get("received") or 0) / slow["expected"]
-        found["slow_reader"] = (
-            f"В замере (таблица {{{{tab:meas-naive}}}}) наивный сервер доставил остальным "
-            f"{ru.percent(share)} сообщений"
-            + (" и встал" if slow.get("stalled") else "") + ". "
-            + _slow_reader_sentence(run))
     memory = data.summary.get("memory_kb_per_member") or {}
     if memory.get("tcp") is not None and memory.get("udp") is not None:
         found["memory"] = (

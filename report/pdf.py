@@ -85,6 +85,17 @@ def _captions(body):
     return body
 
 
+def _hanging_indents(body):
+    """Give each source line of a listing a hanging indent of its own depth, so
+    that a long line wraps under its own code, not under the line's start."""
+    def indent(match):
+        text = re.sub(r"<[^>]+>", "", body[match.end():match.end() + 600])
+        depth = len(text) - len(text.lstrip(" ")) + 4  # in characters (ch)
+        return f'{match.group(0)[:-1]} style="padding-left: {depth}ch; text-indent: -{depth}ch">'
+
+    return re.sub(r'<span id="ln-[^"]+">', indent, body)
+
+
 def _figure_kind(src):
     """``diagram`` for the drawn schemes, ``plot`` for the measured plots."""
     return "diagram" if src.startswith("diagrams/") else "plot"
@@ -174,7 +185,7 @@ def to_html(text):
         title_md, rest = "", text
     title_md = re.sub(r"<!--.*?-->", "", title_md, flags=re.S)
     body = markdown_to_html(rest)
-    body = _appendices(_toc(_headings(_keep_together(_captions(body)))))
+    body = _appendices(_toc(_headings(_keep_together(_captions(_hanging_indents(body))))))
     title = _title_page(markdown_to_html(title_md)) if title_md.strip() else ""
     pygments_css = HtmlFormatter(style=PYGMENTS_STYLE).get_style_defs(".codehilite")
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
