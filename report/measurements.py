@@ -208,7 +208,7 @@ class Data:
         """Markdown of plot ``stem`` with its caption (``""`` if there is no such
         PNG); marks it as shown.  The key of its number is ``fig:meas-STEM``."""
         png = self.folder / f"{stem}.png"
-        if not png.exists():
+        if not self.has_figure(stem):
             return ""
         self.claimed.add(stem)
         caption = caption or self.captions.get(stem) or stem.replace("_", " ")
@@ -216,18 +216,19 @@ class Data:
                 f"Рисунок {{{{fig:meas-{stem}}}}} — {caption}")
 
     def has_figure(self, stem):
-        return (self.folder / f"{stem}.png").exists()
+        """Whether plot ``stem`` is shown in the report (it exists, and is not one
+        of :data:`LEFT_TO_NOTEBOOKS`)."""
+        return stem not in LEFT_TO_NOTEBOOKS and (self.folder / f"{stem}.png").exists()
 
 
 # --- Subsections ------------------------------------------------------------------------
 def method(data):
     text = [
         "### Методика",
-        "Замеры выполнены блокнотом `notebooks/03_timing.ipynb` со стендом "
-        "`benchmarks/chat_bench.py`. Сервер каждого варианта запускается отдельным "
-        "процессом на 127.0.0.1; стенд подключает N участников, отправитель шлёт "
-        "сообщения по 64 байта с временем отправки внутри, а стенд отмечает время прихода "
-        "каждой копии у каждого получателя. **Задержка** — от отправки до прихода "
+        "Замеры выполнены блокнотом `notebooks/03_timing.ipynb` (там же все графики) со "
+        "стендом `benchmarks/chat_bench.py`. Сервер запускается отдельным процессом на "
+        "127.0.0.1; отправитель шлёт сообщения по 64 байта с временем отправки внутри, "
+        "а стенд отмечает время прихода каждой копии. **Задержка** — от отправки до прихода "
         "(перцентили p50, p95, p99 по всем доставкам; p50 — медиана); **пропускная "
         "способность** — доставок (сообщение × получатель) в секунду; **потери** — доля "
         "ожидаемых доставок, которые не пришли; **вход** — от первого подключения до "
@@ -249,10 +250,10 @@ def method(data):
         facts.append(f"Python {data.machine['python']}")
     line = "Машина: " + ", ".join(facts) + "." if facts else ""
     if loads:
-        line += (" Средняя загрузка машины за минуту (`os.getloadavg()`) во время замеров — от "
-                 f"{ru.decimal(min(loads), 1)} до {ru.decimal(max(loads), 1)}: машина была "
-                 "занята и другой работой, поэтому числа шумные и от запуска к запуску "
-                 "меняются на десятки процентов; выводы ниже от этого шума не зависят.")
+        line += (" Средняя загрузка машины за минуту (`os.getloadavg()`, в неё входят и "
+                 f"процессы самих замеров) — от {ru.decimal(min(loads), 1)} до "
+                 f"{ru.decimal(max(loads), 1)}; числа шумные и от запуска к запуску "
+                 "меняются на десятки процентов, а выводы ниже от этого шума не зависят.")
     if line:
         text.append(line.strip())
     return "\n\n".join(text)
@@ -264,7 +265,9 @@ def latency(data):
     if not sweep:
         return ""
     rows = []
-    for run in sorted(sweep, key=lambda run: run.get("clients") or 0):
+    # TCP and UDP only: the text compares them; the naive server's line is on the plot.
+    for run in sorted((run for run in sweep if run.get("variant") in ("tcp", "udp")),
+                      key=lambda run: run.get("clients") or 0):
         rows.append([ru.integer(run.get("clients")), _variant(run.get("variant")), _delivered(run),
                      ms(run.get("latency_p50_ms")), ms(run.get("latency_p95_ms")),
                      ms(run.get("latency_p99_ms")), join_ms(run.get("join_s")),
@@ -702,10 +705,10 @@ def event_loop(data):
     return "\n\n".join(out)
 
 
-LEFT_TO_NOTEBOOKS = {"join_time", "memory_per_member", SCALE_FIGURE, PING_FIGURE}
+LEFT_TO_NOTEBOOKS = {"join_time", "memory_per_member", "throughput", SCALE_FIGURE, PING_FIGURE}
 """Plots that only repeat a table of this section (time to join, memory
-against members, the scale series, the pinger's loss): the report gives the
-table, the notebooks the plot (a page of a lab report is dearer than a plot)."""
+against members, throughput, the scale series, the pinger's loss): the report
+gives the table, the notebooks the plot (the body of a lab report has 25 pages)."""
 
 
 def other_figures(data):
@@ -801,7 +804,7 @@ def _scale_summary(data):
     return text + " (таблица {{tab:meas-scale}})"
 
 
-FACT_KEYS = ("naive_order", "naive_corrupt", "memory", "udp_loss", "event_loop")
+FACT_KEYS = ("naive_order", "naive_corrupt", "event_loop")
 """Sentences about the measurements that other sections quote (``{{meas:KEY}}``)."""
 
 
@@ -825,18 +828,7 @@ def facts(figures):
             "десятью отправителями испортил "
             f"{ru.count(many.get('corrupt') or 0, 'сообщение', 'сообщения', 'сообщений')} "
             "(таблица {{tab:meas-naive}}).")
-    memory = data.summary.get("memory_kb_per_member") or {}
-    if memory.get("tcp") is not None and memory.get("udp") is not None:
-        found["memory"] = (
-            f"Цена потоков видна в замерах: участник TCP стоит серверу около "
-            f"{kb(memory['tcp'])} КБ памяти, участник UDP — около {kb(memory['udp'])} КБ "
-            "(подраздел {{sec:Задержка, вход и память}}).")
     scale = _scale_summary(data)
     if scale:
         found["event_loop"] = "В замерах " + scale.removeprefix("в ") + "."
-    lossless = lossless_rate(data.loss)
-    if lossless:
-        found["udp_loss"] = (
-            f"В замерах UDP доставлял всё до {_up_to(lossless)} в секунду, а дальше "
-            "терял (таблица {{tab:meas-loss}}).")
     return found
