@@ -251,7 +251,9 @@ def method(data):
     line = "Машина: " + ", ".join(facts) + "." if facts else ""
     if loads:
         line += (" Средняя загрузка машины за минуту (`os.getloadavg()`, в неё входят и "
-                 f"процессы самих замеров) — от {ru.decimal(min(loads), 1)} до "
+                 "процессы самих замеров) во время замеров подразделов "
+                 "{{sec:Задержка, вход и память}}–{{sec:Потери при перегрузке}} — от "
+                 f"{ru.decimal(min(loads), 1)} до "
                  f"{ru.decimal(max(loads), 1)}; числа шумные и от запуска к запуску "
                  "меняются на десятки процентов, а выводы ниже от этого шума не зависят.")
     if line:
@@ -413,14 +415,15 @@ def _slow_reader_sentence(run):
 
 
 def _load(run):
-    """``10 отправителей, 90 получателей, 1 000 сообщений у каждого отправителя``:
+    """``100 участников, из них 10 отправляют, 1 000 сообщений у каждого отправителя``:
     the workload of a scenario run."""
     senders, clients = run.get("senders") or 0, run.get("clients") or 0
     slow = run.get("slow_readers") or 0
-    text = (ru.count(senders, "отправитель", "отправителя", "отправителей") + ", "
-            + ru.count(clients - senders, "получатель", "получателя", "получателей"))
+    # Every member reads, the senders too (they get the others' messages).
+    text = (ru.count(clients, "участник", "участника", "участников") + ", из них "
+            + ru.integer(senders) + (" отправляет" if senders == 1 else " отправляют"))
     if slow:
-        text += " и " + ru.count(slow, "нечитающий", "нечитающих", "нечитающих")
+        text += ", и ещё " + ru.count(slow, "нечитающий", "нечитающих", "нечитающих")
     return text + ", " + ru.count(run.get("messages") or 0, "сообщение", "сообщения",
                                   "сообщений") + (" у каждого отправителя" if senders > 1 else "")
 
@@ -615,7 +618,7 @@ def _stopped(points, variant):
     return None
 
 
-def _scale_text(points, budget):
+def _scale_text(points):
     sizes = sorted({point.get("members") for point in points})
     both = [n for n in sizes if all((_scale_point(points, v, n) or {}).get("status") == "ok"
                                     for v in SCALE_VARIANTS)]
@@ -630,16 +633,17 @@ def _scale_text(points, budget):
         "числе участников (главный поток ждёт Ctrl+C, второй крутит цикл). Участник стоит "
         f"первому около {kb(tcp['rss_per_member_kb'])} КБ памяти (стеки потоков и их "
         f"объекты), второму — около {kb(sel['rss_per_member_kb'])} КБ (буферы и запись в "
-        "словаре); это прирост RSS за вход, делённый на N, а в подразделе "
+        "словаре); это прирост RSS за вход, делённый на число вошедших, а в подразделе "
         "{{sec:Задержка, вход и память}} — наклон прямой по размерам таблицы "
         "{{tab:meas-sweep}}, поэтому числа там немного другие. "
         f"Вход занял {ru.decimal(tcp['join_s'], 2)} и {ru.decimal(sel['join_s'], 2)} с, "
         f"одна рассылка всем — {ru.decimal(tcp['broadcast_s'] * 1000, 1)} и "
         f"{ru.decimal(sel['broadcast_s'] * 1000, 1)} мс (таблица {{{{tab:meas-scale}}}}). "
         "Вход дорог обоим: о каждом новичке сервер сообщает всем, кто уже в чате, это "
-        f"N·(N−1)/2 = {ru.integer(tcp['notices'])} строк. Но у сервера с потоками каждое "
-        "такое уведомление будит поток отправки получателя, и тысячи потоков по очереди "
-        "берут два ядра и GIL, а цикл событий сам пишет в готовые сокеты."]
+        f"N·(N−1)/2 = {ru.integer(tcp['notices'])} строк при N = {ru.integer(n)}. Но у "
+        "сервера с потоками каждое такое уведомление будит поток отправки получателя, и "
+        "около тысячи потоков отправки по очереди берут процессор и GIL, а цикл событий "
+        "сам пишет в готовые сокеты."]
     stops = [(name, _stopped(points, variant)) for variant, name in (
         ("tcp", "сервер с потоком на клиента"), ("select", "сервер с циклом событий"))]
     stops = [f"{name} — на {ru.integer(stop['members'])} ({stop['reason']})"
@@ -648,6 +652,17 @@ def _scale_text(points, budget):
         said[0] += (" Где каждый остановился: " + "; ".join(stops)
                     + ". Большие размеры для остановившегося не запускались.")
     return said
+
+
+def _scale_load(data):
+    """A sentence on the machine's load during table 14's runs ("" if unknown)."""
+    loads = [run.get("load_1min") for run in data.scale.get("runs") or []
+             if isinstance(run, dict) and run.get("load_1min") is not None]
+    if not loads:
+        return ""
+    return (" Серия сама нагружает машину (тысячи потоков сервера входят в среднюю "
+            "загрузку): во время замеров таблицы {{tab:meas-scale100}} она была от "
+            f"{ru.decimal(min(loads), 1)} до {ru.decimal(max(loads), 1)}.")
 
 
 def event_loop(data):
@@ -671,7 +686,7 @@ def event_loop(data):
            "N для этого сервера не запускаются.",
            f"Таблица {{{{tab:meas-scale}}}} — Серия масштаба: tcp — поток на клиента, select — "
            "цикл событий\n\n" + _table(header, rows, "rlrrrr")]
-    out += _scale_text(points, budget)
+    out += _scale_text(points)
     at_100 = data.scale.get("at_100") or {}
     rows = []
     for key, run in sorted(at_100.items(), key=lambda item: (item[0].partition("/")[0],
@@ -682,7 +697,8 @@ def event_loop(data):
                      ru.decimal(run.get("server_peak_rss_mb"), 1)])
     if rows:
         out.append("Таблица {{tab:meas-scale100}} — Два сервера TCP при 100 участниках без паузы "
-                   "между сообщениями (медиана трёх запусков)\n\n"
+                   "между сообщениями (из трёх запусков — с медианной пропускной "
+                   "способностью)\n\n"
                    + _table(["нагрузка", "сервер", "доставлено", "доставок в секунду",
                              "p99, мс", "память, МБ"], rows, "llrrrr"))
         lossless = all(run.get("lost") == 0 for run in at_100.values())
@@ -701,7 +717,7 @@ def event_loop(data):
                    "потоки — память, переключения и GIL; цикл событий держит их в одном "
                    "потоке, но его код сложнее: неблокирующие сокеты, свой буфер отправки и "
                    "запись только в готовый сокет. Дальше обоих останавливает сам протокол: "
-                   "объявление каждого входа всем растёт как N².")
+                   "объявление каждого входа всем растёт как N²." + _scale_load(data))
     return "\n\n".join(out)
 
 
@@ -715,8 +731,7 @@ def other_figures(data):
     """Plots in ``report/figures/`` that no subsection showed."""
     stems = [stem for stem in data.captions if data.has_figure(stem)]
     stems += [png.stem for png in data.pngs if png.stem not in data.captions]
-    shown = [data.figure(stem) for stem in stems
-             if stem not in data.claimed and stem not in LEFT_TO_NOTEBOOKS]
+    shown = [data.figure(stem) for stem in stems if stem not in data.claimed]
     shown = [figure for figure in shown if figure]
     if not shown:
         return ""
@@ -804,7 +819,7 @@ def _scale_summary(data):
     return text + " (таблица {{tab:meas-scale}})"
 
 
-FACT_KEYS = ("naive_order", "naive_corrupt", "event_loop")
+FACT_KEYS = ("naive_order", "naive_corrupt")
 """Sentences about the measurements that other sections quote (``{{meas:KEY}}``)."""
 
 
@@ -828,7 +843,4 @@ def facts(figures):
             "десятью отправителями испортил "
             f"{ru.count(many.get('corrupt') or 0, 'сообщение', 'сообщения', 'сообщений')} "
             "(таблица {{tab:meas-naive}}).")
-    scale = _scale_summary(data)
-    if scale:
-        found["event_loop"] = "В замерах " + scale.removeprefix("в ") + "."
     return found
