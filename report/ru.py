@@ -24,25 +24,22 @@ def _missing(value):
 
 
 def integer(value):
-    """``value`` rounded to a whole number, thousands apart: ``9 081 743``
-    (``round``: the same rounding as :func:`decimal` with ``digits=0``);
+    """``value`` rounded to a whole number, thousands apart: ``9 081 743``;
     ``"—"`` for None or NaN."""
-    if _missing(value):
-        return "—"
-    return text.number(int(round(value))).replace(" ", GROUP)
+    return decimal(value, 0)
 
 
 def decimal(value, digits=1):
     """``value`` with ``digits`` digits after a decimal comma, thousands apart:
-    ``1 068,3``; ``"—"`` for None or NaN."""
+    ``1 068,3`` (:func:`chat_common.text.number`, the one Russian number
+    helper, with narrow no-break spaces and a true minus sign); ``"—"`` for
+    None or NaN."""
     if _missing(value):
         return "—"
-    if digits == 0:
-        return integer(value)
-    shown = f"{value:.{digits}f}"
-    sign = "−" if shown.startswith("-") and float(shown) != 0 else ""
-    whole, fraction = shown.lstrip("-").split(".")
-    return sign + integer(int(whole)) + "," + fraction
+    shown = text.number(value, digits).replace(" ", GROUP)
+    if shown.startswith("-"):  # no sign at all for a value that rounds to zero
+        shown = ("−" + shown[1:]) if shown.strip("-0," + GROUP) else shown[1:]
+    return shown
 
 
 def seconds(value):
