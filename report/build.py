@@ -319,11 +319,11 @@ def config_table():
 
 # --- Demonstration ------------------------------------------------------------------
 def demo_section(sessions):
-    """Markdown of the transcripts (``sessions`` from :func:`report.demo.run_all`).
-
-    When both variants say the same after the welcome (what
-    :func:`demo_conclusion` says), one table gives both scripts and only the
-    TCP transcripts are shown; otherwise everything of both.
+    """Markdown of the demonstration in the body (``sessions`` from
+    :func:`report.demo.run_all`): the script, as one table when both variants
+    say the same after the welcome (what :func:`demo_conclusion` says), else a
+    table per variant; then the first TCP user's terminal.  The other
+    terminals are in appendix Г (:func:`demo_appendix`).
     """
     tcp, udp = sessions["TCP"], sessions["UDP"]
     out = []
@@ -335,7 +335,6 @@ def demo_section(sessions):
             rows.append([index, who, shown_sent, note])
         out.append("Таблица {{tab:demo}} — Сценарий сеансов TCP и UDP: кто что отправил, "
                    "по порядку\n\n" + table(["шаг", "кто", "отправлено", "зачем"], rows, "rlll"))
-        shown = {"TCP": tcp}
     else:
         for variant, session in sessions.items():
             rows = [[i, who, f"`{text}`", note] for i, (who, text, note)
@@ -343,7 +342,6 @@ def demo_section(sessions):
             out.append(f"Таблица {{{{tab:demo-{variant}}}}} — Сценарий сеанса {variant}: "
                        "кто что отправил, по порядку\n\n"
                        + table(["шаг", "кто", "отправлено", "зачем"], rows, "rlll"))
-        shown = sessions
     # The first user's terminal (she sees the whole session) stays in the body;
     # the others go to appendix Г: the body of a lab report stays within 25 pages.
     first = tcp.users[0]

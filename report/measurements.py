@@ -684,7 +684,7 @@ def event_loop(data):
            "отправляет одно сообщение всем (таблица {{tab:meas-scale}}). На вход в одной "
            f"точке отведено {ru.seconds(budget)} с; не уложился — в таблице «>», и большие "
            "N для этого сервера не запускаются.",
-           f"Таблица {{{{tab:meas-scale}}}} — Серия масштаба: tcp — поток на клиента, select — "
+           "Таблица {{tab:meas-scale}} — Серия масштаба: tcp — поток на клиента, select — "
            "цикл событий\n\n" + _table(header, rows, "rlrrrr")]
     out += _scale_text(points)
     at_100 = data.scale.get("at_100") or {}
